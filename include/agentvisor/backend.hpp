@@ -1,0 +1,123 @@
+#pragma once
+/// The one interface every backend (sandbox, qemu, firecracker) implements,
+/// as an actor protocol. The supervision core talks only to a backend_actor
+/// and never knows which kind runs an agent.
+///
+/// Events reach the agent's owner (the actor named in the spawn request) as
+/// messages, from two sources:
+///  - the backend actor: agent_oom (an OOM kill in the agent's machine,
+///    whether or not the guest itself died) and agent_exited (the machine is
+///    gone and cleaned up: exit code or signal, and whether the OOM killer did
+///    it);
+///  - the I/O thread: every line the guest writes on its channel
+///    (io::stream_line, decoded with guest::decoder into hello, ready,
+///    heartbeat, results, protocol errors) and io::stream_closed when the
+///    channel closes. Lines skip the backend on purpose: a tool round trip
+///    is one hop each way.
+
+#include "agentvisor/io.hpp"
+
+#include <caf/atom.hpp>
+#include <caf/meta/type_name.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace agentvisor {
+
+using spawn_atom = caf::atom_constant<caf::atom("spawn")>;
+using kill_atom = caf::atom_constant<caf::atom("kill")>;
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
+using usage_atom = caf::atom_constant<caf::atom("usage")>;
+
+/// What to start. Limits are already resolved (defaults applied).
+struct agent_spec {
+  std::string id;
+  uint64_t memory_bytes = 256ull << 20;
+  uint32_t pids = 128;
+  uint32_t cpu_weight = 100;
+  uint64_t workspace_bytes = 128ull << 20;
+  /// KEY=VALUE pairs the guest's commands see.
+  std::vector<std::string> env;
+  uint32_t heartbeat_ms = 1000;
+  /// Lets chaos runs ask the guest to crash, hang or allocate.
+  bool allow_faults = false;
+};
+
+/// The machine runs and its guest is set up; `channel` is the I/O thread's
+/// line stream to the guest, whose messages go to the owner. Write to it
+/// with io_thread::write.
+struct agent_started {
+  std::string id;
+  int pid = 0;
+  io::handle_id channel = 0;
+  std::string backend;
+};
+
+/// An OOM kill in the agent's machine.
+struct agent_oom {
+  std::string id;
+  uint64_t limit_bytes = 0;
+  uint64_t peak_bytes = 0;
+};
+
+/// The machine is gone and everything it held (cgroup, workspace, fds) is
+/// released. Exactly one of exit_code (signal == 0) and signal applies.
+struct agent_exited {
+  std::string id;
+  int exit_code = 0;
+  int signal = 0;
+  /// The OOM killer ended it (not an outside SIGKILL).
+  bool oom = false;
+  uint64_t peak_bytes = 0;
+};
+
+struct agent_usage {
+  std::string id;
+  uint64_t memory_bytes = 0;
+  uint64_t memory_peak_bytes = 0;
+  uint64_t pids = 0;
+  uint64_t cpu_usage_ns = 0;
+  uint64_t oom_kills = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, agent_spec& x) {
+  return f(caf::meta::type_name("agent_spec"), x.id, x.memory_bytes, x.pids,
+           x.cpu_weight, x.workspace_bytes, x.env, x.heartbeat_ms, x.allow_faults);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, agent_started& x) {
+  return f(caf::meta::type_name("agent_started"), x.id, x.pid, x.channel, x.backend);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, agent_oom& x) {
+  return f(caf::meta::type_name("agent_oom"), x.id, x.limit_bytes, x.peak_bytes);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, agent_exited& x) {
+  return f(caf::meta::type_name("agent_exited"), x.id, x.exit_code, x.signal,
+           x.oom, x.peak_bytes);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, agent_usage& x) {
+  return f(caf::meta::type_name("agent_usage"), x.id, x.memory_bytes,
+           x.memory_peak_bytes, x.pids, x.cpu_usage_ns, x.oom_kills);
+}
+
+/// spawn: start an agent owned by `owner`; answers when its guest runs (or
+/// with an error naming the agent and the failing step).
+/// stop: ask the machine to end within `grace_ms` (SIGTERM to the guest),
+/// then kill it. kill: SIGKILL now. Both are answered by agent_exited to
+/// the owner, never by a reply.
+/// usage: the agent's current resource usage.
+using backend_actor = caf::typed_actor<
+  caf::replies_to<spawn_atom, agent_spec, caf::actor>::with<agent_started>,
+  caf::reacts_to<stop_atom, std::string, uint32_t>,
+  caf::reacts_to<kill_atom, std::string>,
+  caf::replies_to<usage_atom, std::string>::with<agent_usage>>;
+
+} // namespace agentvisor

@@ -1,0 +1,154 @@
+#pragma once
+/// agentvisor's configuration: typed structs filled from JSON (simdjson
+/// On-Demand). Every key has a built-in default, so the file is optional.
+/// docs/configuration.md documents each key; keep the two in step.
+
+#include "agentvisor/error.hpp"
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace agentvisor {
+
+enum class backend_kind : uint8_t { sandbox, qemu, firecracker };
+enum class restart_strategy : uint8_t {
+  one_for_one,
+  one_for_all,
+  rest_for_one,
+  simple_one_for_one,
+};
+enum class restart_type : uint8_t { permanent, transient, temporary };
+enum class log_level : uint8_t { trace, debug, info, warn, error, off };
+enum class log_format : uint8_t { plain, json };
+
+std::string_view to_string(backend_kind x);
+std::string_view to_string(restart_strategy x);
+std::string_view to_string(restart_type x);
+std::string_view to_string(log_level x);
+std::string_view to_string(log_format x);
+
+/// What the whole host may give to agents. Zero means "detect from the host
+/// at start-up" (total memory, online CPUs, pid_max).
+struct host_config {
+  uint64_t memory_mb = 0;
+  uint32_t cpus = 0;
+  uint32_t max_agents = 256;
+  uint32_t pids = 0;
+
+  bool operator==(const host_config&) const = default;
+};
+
+/// Limits each agent gets unless its spawn request says otherwise.
+struct agent_defaults {
+  uint64_t memory_mb = 256;
+  uint32_t pids = 128;
+  /// cgroup v2 cpu.weight semantics (1..10000, 100 = normal); mapped to v1
+  /// cpu.shares as weight * 1024 / 100.
+  uint32_t cpu_weight = 100;
+  /// The /workspace tmpfs cap. Its pages count towards memory_mb too (a
+  /// tmpfs is memory), so keep it below memory_mb.
+  uint64_t workspace_mb = 128;
+  uint32_t heartbeat_ms = 1000;
+  /// Silence after which the watchdog declares an agent hung.
+  uint32_t hang_timeout_ms = 5000;
+  uint32_t max_calls_in_flight = 16;
+  /// Time a guest gets from spawn to its `ready` line.
+  uint32_t ready_timeout_ms = 10000;
+
+  bool operator==(const agent_defaults&) const = default;
+};
+
+struct pool_config {
+  uint32_t warm = 0;
+
+  bool operator==(const pool_config&) const = default;
+};
+
+/// OTP-style supervision of agents (names as in Erlang/OTP and Akka).
+struct supervision_config {
+  restart_strategy strategy = restart_strategy::simple_one_for_one;
+  restart_type restart = restart_type::permanent;
+  uint32_t max_restarts = 10;
+  uint32_t period_ms = 10000;
+  uint32_t min_backoff_ms = 10;
+  uint32_t max_backoff_ms = 5000;
+  double random_factor = 0.2;
+  uint32_t shutdown_timeout_ms = 5000;
+
+  bool operator==(const supervision_config&) const = default;
+};
+
+struct api_config {
+  std::string listen = "127.0.0.1:7878";
+  /// Empty: generate a token on first start into state_dir/api.token (0600).
+  std::string token_file;
+  uint64_t max_body_bytes = 1 << 20;
+
+  bool operator==(const api_config&) const = default;
+};
+
+struct metrics_config {
+  bool enabled = true;
+  bool require_token = false;
+  bool per_agent = true;
+  uint32_t max_agent_series = 1000;
+
+  bool operator==(const metrics_config&) const = default;
+};
+
+struct log_config {
+  log_level level = log_level::info;
+  log_format format = log_format::plain;
+
+  bool operator==(const log_config&) const = default;
+};
+
+struct config {
+  /// Names this supervisor's cgroups: agentvisor/<instance>/<agent-id>.
+  std::string instance = "default";
+  /// Workspaces, generated tokens and other run-time state live here.
+  std::string state_dir = "/var/lib/agentvisor";
+  bool keep_workspaces = false;
+  /// The agentvisor-guest binary (the template process and, later, VM
+  /// images). Empty: next to the agentvisor executable.
+  std::string guest_binary;
+  backend_kind backend = backend_kind::sandbox;
+  host_config host;
+  agent_defaults agents;
+  pool_config pool;
+  supervision_config supervision;
+  api_config api;
+  metrics_config metrics;
+  log_config log;
+
+  bool operator==(const config&) const = default;
+};
+
+/// Parses a JSON document into a config, starting from the defaults. Errors
+/// name the key path and what was expected, e.g.
+/// `agents.memory_mb: expected a positive integer, got "lots"`.
+/// `origin` (a file name) prefixes the message when not empty.
+result<config> parse_config(std::string_view json, std::string_view origin = {});
+
+/// Reads and parses a config file; a missing or unreadable file is an error
+/// naming the path and the errno.
+result<config> load_config(const std::string& path);
+
+/// The built-in defaults as a JSON document (what `parse_config("{}")` gives).
+std::string default_config_json();
+
+/// The config as JSON, every key present (for logs and `--print-config`).
+std::string to_json(const config& cfg);
+
+/// Splits "HOST:PORT" (IPv6 as "[::1]:7878"); an error names the input.
+/// The host comes back without brackets; the port must be 1..65535.
+struct host_port {
+  std::string host;
+  uint16_t port = 0;
+
+  bool operator==(const host_port&) const = default;
+};
+result<host_port> parse_host_port(std::string_view text);
+
+} // namespace agentvisor

@@ -1,0 +1,1026 @@
+// agentvisor's configuration: JSON (simdjson On-Demand) into typed structs.
+//
+// One `describe` function per struct lists its keys with their bounds; the
+// parser and the JSON writer both walk it, so the accepted keys and the
+// printed keys cannot drift apart. docs/configuration.md mirrors the bounds.
+
+#include "agentvisor/config.hpp"
+
+#include <simdjson.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace agentvisor {
+namespace {
+
+namespace od = simdjson::ondemand;
+
+// --- Enum names: the JSON spelling and to_string are the same table. ---
+
+constexpr std::array<std::string_view, 3> backend_names{
+  "sandbox", "qemu", "firecracker"};
+constexpr std::array<std::string_view, 4> strategy_names{
+  "one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one"};
+constexpr std::array<std::string_view, 3> restart_names{
+  "permanent", "transient", "temporary"};
+constexpr std::array<std::string_view, 6> level_names{
+  "trace", "debug", "info", "warn", "error", "off"};
+constexpr std::array<std::string_view, 2> format_names{"plain", "json"};
+
+// A new enumerator without a name would silently map to "unknown".
+static_assert(static_cast<size_t>(backend_kind::firecracker) + 1
+              == backend_names.size());
+static_assert(static_cast<size_t>(restart_strategy::simple_one_for_one) + 1
+              == strategy_names.size());
+static_assert(static_cast<size_t>(restart_type::temporary) + 1
+              == restart_names.size());
+static_assert(static_cast<size_t>(log_level::off) + 1 == level_names.size());
+static_assert(static_cast<size_t>(log_format::json) + 1
+              == format_names.size());
+
+template <class E>
+struct enum_names;
+template <>
+struct enum_names<backend_kind> {
+  static constexpr std::span<const std::string_view> value = backend_names;
+};
+template <>
+struct enum_names<restart_strategy> {
+  static constexpr std::span<const std::string_view> value = strategy_names;
+};
+template <>
+struct enum_names<restart_type> {
+  static constexpr std::span<const std::string_view> value = restart_names;
+};
+template <>
+struct enum_names<log_level> {
+  static constexpr std::span<const std::string_view> value = level_names;
+};
+template <>
+struct enum_names<log_format> {
+  static constexpr std::span<const std::string_view> value = format_names;
+};
+
+template <class E>
+std::string_view enum_name(E x) {
+  auto names = enum_names<E>::value;
+  auto i = static_cast<size_t>(x);
+  // Out-of-range values can only come from a cast; never index past the end.
+  return i < names.size() ? names[i] : std::string_view{"unknown"};
+}
+
+// --- Bounds (documented in docs/configuration.md). ---
+
+// 2^30 MiB = 1 PiB: far beyond any machine, yet memory_mb << 20 cannot
+// overflow a uint64 when converted to bytes.
+constexpr uint64_t max_memory_mb = uint64_t{1} << 30;
+// PID_MAX_LIMIT on 64-bit Linux; pids.max above it means nothing.
+constexpr uint64_t pid_max_limit = 4194304;
+constexpr uint64_t max_cpus = 8192; // the largest NR_CPUS distributions use
+constexpr uint64_t hour_ms = 3'600'000;
+constexpr uint64_t day_ms = 86'400'000;
+constexpr size_t max_path_bytes = 4095; // PATH_MAX minus the NUL
+constexpr size_t max_instance_chars = 64;
+constexpr size_t max_host_chars = 253; // the longest DNS name
+// Longest value rendered after "got"; longer ones are cut with "...".
+constexpr size_t max_rendered = 40;
+// A config file larger than this is a mistake (or /dev/zero).
+constexpr size_t max_file_bytes = 16 << 20;
+
+struct uint_range {
+  uint64_t min;
+  uint64_t max;
+  // 0 is accepted besides [min, max]: "detect from the host at start-up".
+  bool zero_detects = false;
+};
+
+// What a string value failed: "expected <expected>, got X (<detail>)".
+struct string_problem {
+  std::string expected;
+  std::string detail;
+};
+using string_check = std::optional<string_problem> (*)(std::string_view);
+
+// --- Small text helpers. ---
+
+void append_escaped(std::string& out, std::string_view s) {
+  static constexpr char hex[] = "0123456789abcdef";
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (u < 0x20) {
+          out += "\\u00";
+          out += hex[u >> 4];
+          out += hex[u & 0xf];
+        } else {
+          out += c;
+        }
+    }
+  }
+}
+
+void append_quoted(std::string& out, std::string_view s) {
+  out += '"';
+  append_escaped(out, s);
+  out += '"';
+}
+
+// Cuts at a UTF-8 character boundary so messages stay valid UTF-8.
+std::string shorten(std::string_view s) {
+  if (s.size() <= max_rendered)
+    return std::string{s};
+  size_t cut = max_rendered - 3;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80)
+    --cut;
+  std::string out{s.substr(0, cut)};
+  out += "...";
+  return out;
+}
+
+// A user-supplied string for a message: quoted, escaped, not too long.
+std::string quote(std::string_view s) {
+  std::string out;
+  append_quoted(out, s);
+  return shorten(out);
+}
+
+// Control characters in a message would garble logs; escape them.
+std::string sanitize(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (static_cast<unsigned char>(c) < 0x20)
+      append_escaped(out, std::string_view{&c, 1});
+    else
+      out += c;
+  }
+  return out;
+}
+
+std::string_view trim_right(std::string_view s) {
+  while (!s.empty()
+         && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n'
+             || s.back() == '\r'))
+    s.remove_suffix(1);
+  return s;
+}
+
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+
+bool all_digits(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), is_digit);
+}
+
+// The JSON number grammar, to tell "too large" from "not a number at all".
+bool is_json_number(std::string_view s) {
+  size_t i = 0;
+  size_t n = s.size();
+  auto digits = [&] {
+    size_t start = i;
+    while (i < n && is_digit(s[i]))
+      ++i;
+    return i > start;
+  };
+  if (i < n && s[i] == '-')
+    ++i;
+  if (i < n && s[i] == '0')
+    ++i;
+  else if (!digits())
+    return false;
+  if (i < n && s[i] == '.') {
+    ++i;
+    if (!digits())
+      return false;
+  }
+  if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < n && (s[i] == '+' || s[i] == '-'))
+      ++i;
+    if (!digits())
+      return false;
+  }
+  return i == n;
+}
+
+// Shortest text that reads back to the same double (to_json round trips).
+void append_double(std::string& out, double x) {
+  if (!std::isfinite(x)) {
+    out += "null"; // JSON has no NaN/inf; parsing it back then fails loudly
+    return;
+  }
+  char buf[32];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, x);
+  if (ec != std::errc{}) {
+    out += "null";
+    return;
+  }
+  out.append(buf, end);
+}
+
+std::string double_text(double x) {
+  std::string out;
+  append_double(out, x);
+  return out;
+}
+
+// A JSON value after "got": scalars as written, containers abbreviated.
+std::string render(std::string_view raw_token, od::json_type type) {
+  if (type == od::json_type::object)
+    return "{...}";
+  if (type == od::json_type::array)
+    return "[...]";
+  return shorten(sanitize(trim_right(raw_token)));
+}
+
+template <class E>
+std::string one_of_text() {
+  std::string out = "one of ";
+  bool first = true;
+  for (auto name : enum_names<E>::value) {
+    if (!first)
+      out += ", ";
+    first = false;
+    out += name;
+  }
+  return out;
+}
+
+// --- String checks. ---
+
+std::optional<string_problem> check_instance(std::string_view s) {
+  auto ok_char = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c)
+           || c == '_' || c == '-';
+  };
+  // It becomes a cgroup directory name: no '/', no "..", nothing odd.
+  if (s.empty() || s.size() > max_instance_chars
+      || !std::all_of(s.begin(), s.end(), ok_char))
+    return string_problem{"1 to 64 characters from [A-Za-z0-9_-]", {}};
+  return std::nullopt;
+}
+
+std::optional<string_problem> path_problem(std::string_view s,
+                                           std::string expected) {
+  if (s.empty() || s.front() != '/')
+    return string_problem{std::move(expected), {}};
+  if (s.find('\0') != std::string_view::npos)
+    return string_problem{std::move(expected), "contains a NUL byte"};
+  if (s.size() > max_path_bytes)
+    return string_problem{std::move(expected), "longer than 4095 bytes"};
+  return std::nullopt;
+}
+
+std::optional<string_problem> check_absolute_path(std::string_view s) {
+  return path_problem(s, "an absolute path");
+}
+
+std::optional<string_problem> check_optional_path(std::string_view s) {
+  if (s.empty())
+    return std::nullopt;
+  return path_problem(s, "an empty string or an absolute path");
+}
+
+// One offending byte for "invalid ..." messages: 'x' or, if unprintable,
+// its hex value.
+std::string char_text(char c) {
+  auto u = static_cast<unsigned char>(c);
+  if (u >= 0x21 && u < 0x7f)
+    return std::string{"character '"} + c + "'";
+  static constexpr char hex[] = "0123456789abcdef";
+  return std::string{"byte 0x"} + hex[u >> 4] + hex[u & 0xf];
+}
+
+// Splits HOST:PORT; returns why it is not one (empty on success).
+std::string split_host_port(std::string_view text, host_port& out) {
+  if (text.empty())
+    return "expected HOST:PORT";
+  std::string_view host;
+  std::string_view port;
+  if (text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string_view::npos)
+      return "missing \"]\" after the IPv6 address";
+    host = text.substr(1, close - 1);
+    auto rest = text.substr(close + 1);
+    if (rest.empty() || rest.front() != ':')
+      return "expected \":PORT\" after \"]\"";
+    port = rest.substr(1);
+    if (host.empty())
+      return "empty host";
+    // Hex groups, ':' and an embedded IPv4 tail; then an optional %zone.
+    auto zone = host.find('%');
+    auto addr = host.substr(0, zone);
+    for (char c : addr) {
+      bool ok = is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
+                || c == ':' || c == '.';
+      if (!ok)
+        return "invalid " + char_text(c) + " in IPv6 address";
+    }
+    if (addr.find(':') == std::string_view::npos)
+      return "brackets must hold an IPv6 address";
+    if (zone != std::string_view::npos) {
+      auto name = host.substr(zone + 1);
+      if (name.empty())
+        return "empty IPv6 zone after '%'";
+      for (char c : name) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+                  || is_digit(c) || c == '_' || c == '-' || c == '.';
+        if (!ok)
+          return "invalid " + char_text(c) + " in IPv6 zone";
+      }
+    }
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string_view::npos)
+      return "missing \":PORT\"";
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (host.empty())
+      return "empty host";
+    if (host.find(':') != std::string_view::npos)
+      return "an IPv6 address must be in brackets, e.g. [::1]:7878";
+    if (host.size() > max_host_chars)
+      return "host longer than 253 characters";
+    for (char c : host) {
+      bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+                || is_digit(c) || c == '.' || c == '-' || c == '_';
+      if (!ok)
+        return "invalid " + char_text(c) + " in host";
+    }
+  }
+  if (port.empty())
+    return "missing port after \":\"";
+  if (!all_digits(port))
+    return "port " + quote(port) + " is not a number";
+  // Port 0 would mean "any free port": useless for an API clients must find.
+  unsigned value = 0;
+  if (port.size() <= 5)
+    std::from_chars(port.data(), port.data() + port.size(), value);
+  if (port.size() > 5 || value == 0 || value > 65535)
+    return "port " + sanitize(shorten(port)) + " is not in 1..65535";
+  out.host = std::string{host};
+  out.port = static_cast<uint16_t>(value);
+  return {};
+}
+
+std::optional<string_problem> check_listen(std::string_view s) {
+  host_port ignored;
+  auto why = split_host_port(s, ignored);
+  if (why.empty())
+    return std::nullopt;
+  return string_problem{"HOST:PORT", std::move(why)};
+}
+
+// --- The key tables. ---
+
+template <class V>
+void describe(host_config& c, V& v) {
+  v.uint("memory_mb", c.memory_mb, {64, max_memory_mb, true});
+  v.uint("cpus", c.cpus, {1, max_cpus, true});
+  v.uint("max_agents", c.max_agents, {1, 100'000});
+  v.uint("pids", c.pids, {64, pid_max_limit, true});
+}
+
+template <class V>
+void describe(agent_defaults& c, V& v) {
+  v.uint("memory_mb", c.memory_mb, {16, max_memory_mb});
+  v.uint("pids", c.pids, {8, pid_max_limit});
+  v.uint("cpu_weight", c.cpu_weight, {1, 10'000});
+  v.uint("workspace_mb", c.workspace_mb, {1, max_memory_mb});
+  v.uint("heartbeat_ms", c.heartbeat_ms, {10, hour_ms});
+  v.uint("hang_timeout_ms", c.hang_timeout_ms, {1, day_ms});
+  v.uint("max_calls_in_flight", c.max_calls_in_flight, {1, 65'536});
+  v.uint("ready_timeout_ms", c.ready_timeout_ms, {100, hour_ms});
+}
+
+template <class V>
+void describe(pool_config& c, V& v) {
+  v.uint("warm", c.warm, {0, 100'000});
+}
+
+template <class V>
+void describe(supervision_config& c, V& v) {
+  v.enumeration("strategy", c.strategy);
+  v.enumeration("restart", c.restart);
+  v.uint("max_restarts", c.max_restarts,
+         {0, std::numeric_limits<uint32_t>::max()});
+  v.uint("period_ms", c.period_ms, {1, day_ms});
+  v.uint("min_backoff_ms", c.min_backoff_ms, {0, hour_ms});
+  v.uint("max_backoff_ms", c.max_backoff_ms, {0, hour_ms});
+  v.number("random_factor", c.random_factor, 0.0, 1.0);
+  v.uint("shutdown_timeout_ms", c.shutdown_timeout_ms, {0, hour_ms});
+}
+
+template <class V>
+void describe(api_config& c, V& v) {
+  v.string("listen", c.listen, check_listen);
+  v.string("token_file", c.token_file, check_optional_path);
+  v.uint("max_body_bytes", c.max_body_bytes, {1024, 64 << 20});
+}
+
+template <class V>
+void describe(metrics_config& c, V& v) {
+  v.boolean("enabled", c.enabled);
+  v.boolean("require_token", c.require_token);
+  v.boolean("per_agent", c.per_agent);
+  v.uint("max_agent_series", c.max_agent_series, {1, 1'000'000});
+}
+
+template <class V>
+void describe(log_config& c, V& v) {
+  v.enumeration("level", c.level);
+  v.enumeration("format", c.format);
+}
+
+template <class V>
+void describe(config& c, V& v) {
+  v.string("instance", c.instance, check_instance);
+  v.string("state_dir", c.state_dir, check_absolute_path);
+  v.boolean("keep_workspaces", c.keep_workspaces);
+  v.string("guest_binary", c.guest_binary, check_optional_path);
+  v.enumeration("backend", c.backend);
+  v.object("host", c.host);
+  v.object("agents", c.agents);
+  v.object("pool", c.pool);
+  v.object("supervision", c.supervision);
+  v.object("api", c.api);
+  v.object("metrics", c.metrics);
+  v.object("log", c.log);
+}
+
+// --- Parsing. ---
+
+struct parse_state {
+  std::string_view text; // the padded copy, for byte offsets
+  od::document* doc = nullptr;
+  std::string error; // the first error; empty while all is well
+
+  bool failed() const {
+    return !error.empty();
+  }
+
+  void fail(std::string msg) {
+    if (error.empty())
+      error = std::move(msg);
+  }
+
+  // " at byte N (line L, column C)", or nothing when `at` is unknown.
+  std::string where(const char* at) const {
+    if (at == nullptr || at < text.data() || at >= text.data() + text.size())
+      return {};
+    auto offset = static_cast<size_t>(at - text.data());
+    size_t line = 1;
+    size_t column = 1;
+    for (size_t i = 0; i < offset; ++i) {
+      if (text[i] == '\n') {
+        ++line;
+        column = 1;
+      } else {
+        ++column;
+      }
+    }
+    return " at byte " + std::to_string(offset) + " (line "
+           + std::to_string(line) + ", column " + std::to_string(column) + ")";
+  }
+
+  const char* doc_location() {
+    const char* at = nullptr;
+    if (doc == nullptr || doc->current_location().get(at) != simdjson::SUCCESS)
+      return nullptr;
+    return at;
+  }
+
+  void malformed(std::string_view path, std::string_view what,
+                 const char* at) {
+    std::string msg;
+    if (!path.empty()) {
+      msg += path;
+      msg += ": ";
+    }
+    msg += "malformed JSON";
+    msg += where(at);
+    msg += ": ";
+    msg += what;
+    fail(std::move(msg));
+  }
+
+  void malformed(std::string_view path, simdjson::error_code e,
+                 const char* at) {
+    // simdjson reports this one at the document start; that offset misleads.
+    if (e == simdjson::INCOMPLETE_ARRAY_OR_OBJECT)
+      at = nullptr;
+    malformed(path, simdjson::error_message(e), at);
+  }
+};
+
+// Keys as they appear in paths; control characters escaped.
+std::string join_path(std::string_view prefix, std::string_view key) {
+  std::string out{prefix};
+  if (!out.empty())
+    out += '.';
+  out += sanitize(key);
+  return out;
+}
+
+template <class S>
+void parse_members(parse_state& st, od::object& obj, const std::string& prefix,
+                   S& out);
+
+// Visits one struct's keys and parses the value of the one named `key`.
+class field_parser {
+public:
+  field_parser(parse_state& st, std::string_view key, std::string path,
+               od::value& val)
+    : st_(st), key_(key), path_(std::move(path)), val_(val) {
+  }
+
+  bool found() const {
+    return found_;
+  }
+
+  template <class T>
+  void uint(std::string_view name, T& out, uint_range r) {
+    if (!claim(name))
+      return;
+    auto type = kind();
+    if (!type)
+      return;
+    auto token = trim_right(raw_);
+    bool positive = r.min >= 1 && !r.zero_detects;
+    if (*type != od::json_type::number || !all_digits(token)) {
+      expected(positive ? "a positive integer" : "a non-negative integer",
+               *type);
+      return;
+    }
+    if (token.size() > 1 && token.front() == '0') {
+      st_.malformed(path_, "a number must not start with 0", raw_.data());
+      return;
+    }
+    constexpr uint64_t type_max = std::numeric_limits<T>::max();
+    uint64_t max = std::min(r.max, type_max);
+    uint64_t x = 0;
+    // A valid run of digits that is no uint64 is simply too large.
+    bool too_big = val_.get_uint64().get(x) != simdjson::SUCCESS || x > max;
+    if (!too_big && ((x == 0 && r.zero_detects) || x >= r.min)) {
+      out = static_cast<T>(x);
+      return;
+    }
+    std::string want;
+    if (r.zero_detects)
+      want = "0 (detect) or an integer in " + std::to_string(r.min) + ".."
+             + std::to_string(max);
+    else if (!too_big && max == type_max)
+      want = r.min == 1 ? std::string{"a positive integer"}
+                        : "an integer >= " + std::to_string(r.min);
+    else
+      want = "an integer in " + std::to_string(r.min) + ".."
+             + std::to_string(max);
+    expected(want, *type);
+  }
+
+  void number(std::string_view name, double& out, double lo, double hi) {
+    if (!claim(name))
+      return;
+    auto type = kind();
+    if (!type)
+      return;
+    auto want = "a number in " + double_text(lo) + ".." + double_text(hi);
+    if (*type != od::json_type::number) {
+      expected(want, *type);
+      return;
+    }
+    double x = 0;
+    if (auto e = val_.get_double().get(x)) {
+      // Valid JSON yet no double (1e999) is out of range; else malformed.
+      if (is_json_number(trim_right(raw_)))
+        expected(want, *type);
+      else
+        st_.malformed(path_, e, raw_.data());
+      return;
+    }
+    if (!(x >= lo && x <= hi)) {
+      expected(want, *type);
+      return;
+    }
+    out = x;
+  }
+
+  void boolean(std::string_view name, bool& out) {
+    if (!claim(name))
+      return;
+    auto type = kind();
+    if (!type)
+      return;
+    bool x = false;
+    if (*type != od::json_type::boolean) {
+      expected("true or false", *type);
+      return;
+    }
+    if (auto e = val_.get_bool().get(x)) {
+      st_.malformed(path_, e, raw_.data());
+      return;
+    }
+    out = x;
+  }
+
+  template <class E>
+  void enumeration(std::string_view name, E& out) {
+    if (!claim(name))
+      return;
+    auto type = kind();
+    if (!type)
+      return;
+    if (*type == od::json_type::string) {
+      std::string_view s;
+      if (auto e = val_.get_string().get(s)) {
+        st_.malformed(path_, e, raw_.data());
+        return;
+      }
+      auto names = enum_names<E>::value;
+      auto i = std::find(names.begin(), names.end(), s);
+      if (i != names.end()) {
+        out = static_cast<E>(i - names.begin());
+        return;
+      }
+    }
+    expected(one_of_text<E>(), *type);
+  }
+
+  void string(std::string_view name, std::string& out, string_check check) {
+    if (!claim(name))
+      return;
+    auto type = kind();
+    if (!type)
+      return;
+    if (*type != od::json_type::string) {
+      expected("a string", *type);
+      return;
+    }
+    std::string_view s;
+    if (auto e = val_.get_string().get(s)) {
+      st_.malformed(path_, e, raw_.data());
+      return;
+    }
+    if (auto problem = check(s)) {
+      expected(problem->expected, *type, problem->detail);
+      return;
+    }
+    out = std::string{s};
+  }
+
+  template <class S>
+  void object(std::string_view name, S& out) {
+    if (!claim(name))
+      return;
+    auto type = kind();
+    if (!type)
+      return;
+    if (*type != od::json_type::object) {
+      expected("an object", *type);
+      return;
+    }
+    od::object obj;
+    if (auto e = val_.get_object().get(obj)) {
+      st_.malformed(path_, e, raw_.data());
+      return;
+    }
+    parse_members(st_, obj, path_, out);
+  }
+
+private:
+  bool claim(std::string_view name) {
+    if (found_ || name != key_)
+      return false;
+    found_ = true;
+    raw_ = val_.raw_json_token();
+    return true;
+  }
+
+  // The value's JSON type; nullopt (with the error recorded) if malformed.
+  std::optional<od::json_type> kind() {
+    od::json_type type{};
+    if (auto e = val_.type().get(type)) {
+      st_.malformed(path_, e, raw_.data());
+      return std::nullopt;
+    }
+    // type() looks at the first byte only; "tru" must not pass as a literal.
+    auto token = trim_right(raw_);
+    bool bad_literal = (type == od::json_type::boolean && token != "true"
+                        && token != "false")
+                       || (type == od::json_type::null && token != "null");
+    if (bad_literal) {
+      st_.malformed(path_, "invalid literal " + render(raw_, type),
+                    raw_.data());
+      return std::nullopt;
+    }
+    return type;
+  }
+
+  void expected(std::string_view what, od::json_type type,
+                std::string_view detail = {}) {
+    std::string msg = path_ + ": expected ";
+    msg += what;
+    msg += ", got ";
+    msg += render(raw_, type);
+    if (!detail.empty()) {
+      msg += " (";
+      msg += detail;
+      msg += ')';
+    }
+    st_.fail(std::move(msg));
+  }
+
+  parse_state& st_;
+  std::string_view key_;
+  std::string path_;
+  od::value& val_;
+  std::string_view raw_;
+  bool found_ = false;
+};
+
+template <class S>
+void parse_members(parse_state& st, od::object& obj, const std::string& prefix,
+                   S& out) {
+  // Known keys seen so far in this object; a handful, so a vector will do.
+  std::vector<std::string> seen;
+  for (auto field : obj) {
+    std::string_view key;
+    if (auto e = field.unescaped_key().get(key)) {
+      st.malformed(prefix, e, st.doc_location());
+      return;
+    }
+    auto path = join_path(prefix, key);
+    od::value val;
+    if (auto e = field.value().get(val)) {
+      st.malformed(path, e, st.doc_location());
+      return;
+    }
+    // On-Demand would happily let a later duplicate override an earlier one.
+    if (std::find(seen.begin(), seen.end(), key) != seen.end()) {
+      st.fail(path + ": duplicate key");
+      return;
+    }
+    field_parser parser{st, key, path, val};
+    describe(out, parser);
+    if (st.failed())
+      return;
+    if (!parser.found()) {
+      st.fail(path + ": unknown key");
+      return;
+    }
+    seen.emplace_back(key);
+  }
+}
+
+// Relations between keys, checked once every key has its final value.
+std::string cross_check(const config& c) {
+  auto n = [](uint64_t x) { return std::to_string(x); };
+  const auto& a = c.agents;
+  if (a.hang_timeout_ms <= a.heartbeat_ms)
+    return "agents.hang_timeout_ms: expected more than agents.heartbeat_ms ("
+           + n(a.heartbeat_ms) + "), got " + n(a.hang_timeout_ms);
+  const auto& s = c.supervision;
+  if (s.max_backoff_ms < s.min_backoff_ms)
+    return "supervision.max_backoff_ms: expected at least "
+           "supervision.min_backoff_ms ("
+           + n(s.min_backoff_ms) + "), got " + n(s.max_backoff_ms);
+  if (c.pool.warm > c.host.max_agents)
+    return "pool.warm: expected at most host.max_agents ("
+           + n(c.host.max_agents) + "), got " + n(c.pool.warm);
+  if (c.host.memory_mb != 0 && a.memory_mb > c.host.memory_mb)
+    return "agents.memory_mb: expected at most host.memory_mb ("
+           + n(c.host.memory_mb) + "), got " + n(a.memory_mb);
+  if (c.host.pids != 0 && a.pids > c.host.pids)
+    return "agents.pids: expected at most host.pids (" + n(c.host.pids)
+           + "), got " + n(a.pids);
+  return {};
+}
+
+// --- Writing. ---
+
+class json_writer {
+public:
+  std::string take() && {
+    return std::move(out_);
+  }
+
+  void open() {
+    out_ += '{';
+    ++depth_;
+    first_ = true;
+  }
+
+  void close() {
+    --depth_;
+    out_ += '\n';
+    indent();
+    out_ += '}';
+    first_ = false;
+  }
+
+  template <class T>
+  void uint(std::string_view name, T& x, uint_range) {
+    key(name);
+    out_ += std::to_string(x);
+  }
+
+  void number(std::string_view name, double& x, double, double) {
+    key(name);
+    append_double(out_, x);
+  }
+
+  void boolean(std::string_view name, bool& x) {
+    key(name);
+    out_ += x ? "true" : "false";
+  }
+
+  template <class E>
+  void enumeration(std::string_view name, E& x) {
+    key(name);
+    append_quoted(out_, enum_name(x));
+  }
+
+  void string(std::string_view name, std::string& x, string_check) {
+    key(name);
+    append_quoted(out_, x);
+  }
+
+  template <class S>
+  void object(std::string_view name, S& x) {
+    key(name);
+    open();
+    describe(x, *this);
+    close();
+  }
+
+private:
+  void indent() {
+    out_.append(2 * static_cast<size_t>(depth_), ' ');
+  }
+
+  void key(std::string_view name) {
+    out_ += first_ ? "\n" : ",\n";
+    first_ = false;
+    indent();
+    append_quoted(out_, name);
+    out_ += ": ";
+  }
+
+  std::string out_;
+  int depth_ = 0;
+  bool first_ = true;
+};
+
+} // namespace
+
+std::string_view to_string(backend_kind x) {
+  return enum_name(x);
+}
+
+std::string_view to_string(restart_strategy x) {
+  return enum_name(x);
+}
+
+std::string_view to_string(restart_type x) {
+  return enum_name(x);
+}
+
+std::string_view to_string(log_level x) {
+  return enum_name(x);
+}
+
+std::string_view to_string(log_format x) {
+  return enum_name(x);
+}
+
+result<config> parse_config(std::string_view json, std::string_view origin) {
+  auto failure = [&](std::string msg) {
+    if (!origin.empty())
+      msg = std::string{origin} + ": " + msg;
+    return error{std::move(msg), 0};
+  };
+  simdjson::padded_string padded{json};
+  od::parser parser;
+  od::document doc;
+  parse_state st;
+  st.text = std::string_view{padded.data(), padded.size()};
+  if (auto e = parser.iterate(padded).get(doc)) {
+    if (e == simdjson::EMPTY)
+      return failure("malformed JSON: the document is empty "
+                     "(write {} for all defaults)");
+    st.malformed({}, e, nullptr);
+    return failure(std::move(st.error));
+  }
+  st.doc = &doc;
+  od::json_type type{};
+  if (auto e = doc.type().get(type)) {
+    st.malformed({}, e, st.doc_location());
+    return failure(std::move(st.error));
+  }
+  if (type != od::json_type::object) {
+    std::string_view raw;
+    if (doc.raw_json_token().get(raw) != simdjson::SUCCESS)
+      raw = "?";
+    return failure("expected a JSON object at the top level, got "
+                   + render(raw, type));
+  }
+  od::object root;
+  if (auto e = doc.get_object().get(root)) {
+    st.malformed({}, e, st.doc_location());
+    return failure(std::move(st.error));
+  }
+  config cfg;
+  parse_members(st, root, {}, cfg);
+  if (st.failed())
+    return failure(std::move(st.error));
+  // On-Demand stops after the root object; anything left is an error.
+  if (const char* rest = st.doc_location()) {
+    st.malformed({}, "unexpected content after the top-level object", rest);
+    return failure(std::move(st.error));
+  }
+  if (auto msg = cross_check(cfg); !msg.empty())
+    return failure(std::move(msg));
+  return cfg;
+}
+
+result<config> load_config(const std::string& path) {
+  auto what = "cannot read config file " + path;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return error::from_errno(std::move(what), errno);
+  std::string text;
+  char buf[65536];
+  int err = 0;
+  for (;;) {
+    auto n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      err = errno;
+      break;
+    }
+    if (n == 0)
+      break;
+    text.append(buf, static_cast<size_t>(n));
+    // Bounded so that a wrong path such as /dev/zero cannot eat memory.
+    if (text.size() > max_file_bytes) {
+      err = EFBIG;
+      break;
+    }
+  }
+  ::close(fd);
+  if (err != 0)
+    return error::from_errno(std::move(what), err);
+  return parse_config(text, path);
+}
+
+std::string default_config_json() {
+  return to_json(config{});
+}
+
+std::string to_json(const config& cfg) {
+  // describe() takes mutable references (it also fills structs); a copy
+  // keeps this function honest about not touching `cfg`.
+  config copy = cfg;
+  json_writer w;
+  w.open();
+  describe(copy, w);
+  w.close();
+  auto out = std::move(w).take();
+  out += '\n';
+  return out;
+}
+
+result<host_port> parse_host_port(std::string_view text) {
+  host_port out;
+  auto why = split_host_port(text, out);
+  if (!why.empty())
+    return error{"invalid address " + quote(text) + ": " + why, 0};
+  return out;
+}
+
+} // namespace agentvisor
