@@ -11,7 +11,11 @@
 #include "agentvisor/io.hpp"
 #include "agentvisor/log.hpp"
 
+#include "sandbox_backend.hpp"
+
 #include <caf/all.hpp>
+
+#include <sys/resource.h>
 
 #include <csignal>
 #include <cstdio>
@@ -48,6 +52,25 @@ result<config> effective_config(const supervisor_options& opts) {
   return cfg;
 }
 
+// Every sandbox holds a few fds in the supervisor (pidfd, channel, OOM fd,
+// workspace): raise the soft limit to the hard one.
+void raise_fd_limit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+sandbox::backend_options backend_options_from(const config& cfg) {
+  sandbox::backend_options o;
+  o.instance = cfg.instance;
+  o.state_dir = cfg.state_dir;
+  o.guest_binary = cfg.guest_binary;
+  o.keep_workspaces = cfg.keep_workspaces;
+  return o;
+}
+
 } // namespace
 
 int run_supervisor(const supervisor_options& opts) {
@@ -65,6 +88,20 @@ int run_supervisor(const supervisor_options& opts) {
                AGENTVISOR_VERSION, cfg->instance, to_string(cfg->backend),
                opts.config_file.empty() ? "built-in defaults" : opts.config_file);
 
+  if (cfg->backend != backend_kind::sandbox) {
+    spdlog::error("backend {}: not built yet (use \"sandbox\")", to_string(cfg->backend));
+    return exit_not_built;
+  }
+  raise_fd_limit();
+  // Host preparation blocks (instance lock, stale cgroups, template start):
+  // it happens before any actor runs.
+  auto host = sandbox::prepare_host(backend_options_from(*cfg));
+  if (!host) {
+    spdlog::error("cannot prepare the sandbox backend: {}", host.err().message);
+    return exit_failure;
+  }
+  spdlog::info("{}", sandbox::describe(**host));
+
   caf::actor_system_config sys_cfg;
   caf::actor_system sys{sys_cfg};
   io::io_thread io;
@@ -72,17 +109,22 @@ int run_supervisor(const supervisor_options& opts) {
     spdlog::error("cannot start the I/O thread: {}", err);
     return exit_failure;
   }
+  auto backend = sandbox::spawn_sandbox_backend(sys, io, std::move(*host));
   auto root = sys.spawn(supervisor_root);
   io.watch_signal(root, SIGINT);
   io.watch_signal(root, SIGTERM);
   spdlog::warn("the supervision tree and the HTTP API ({}) are not built yet: "
-               "this supervisor runs the actor system and the I/O thread only",
+               "this supervisor runs the sandbox backend, the actor system and "
+               "the I/O thread only",
                cfg->api.listen);
   spdlog::info("ready; SIGINT or SIGTERM stops it");
   {
     caf::scoped_actor self{sys};
     self->monitor(root);
     self->receive([](const caf::down_msg&) {});
+    // The backend kills what agents remain and stops the template.
+    self->send_exit(backend, caf::exit_reason::user_shutdown);
+    self->wait_for(backend);
   }
   auto report = io.stop();
   if (report.open_handles != 0) {

@@ -79,9 +79,14 @@ wait_for() {
   for _ in $(seq 200); do grep -q -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
   return 1
 }
-echo '{"log": {"format": "json", "level": "debug"}}' >"$tmp/json-log.json"
+# Its own instance and state directory, so it never meets a real supervisor.
+cat >"$tmp/json-log.json" <<JSON
+{"instance": "test-cli-$$", "state_dir": "$tmp/state",
+ "log": {"format": "json", "level": "debug"}}
+JSON
 for sig in TERM INT; do
   checks=$((checks + 1))
+  templates_before=$(pgrep -f 'agentvisor-guest --template' | sort)
   "$bin" supervisor --config "$tmp/json-log.json" </dev/null >"$tmp/sup.out" 2>"$tmp/sup.err" &
   sup_pid=$!
   if ! wait_for "$tmp/sup.err" '"ready'; then
@@ -92,6 +97,19 @@ for sig in TERM INT; do
   wait $sup_pid; rc=$?; sup_pid=
   [ "$rc" -eq 0 ] || fail "supervisor exit $rc after SIG$sig: $(cat "$tmp/sup.err")"
   grep -q 'stopped cleanly' "$tmp/sup.err" || fail "supervisor ($sig) did not stop cleanly: $(cat "$tmp/sup.err")"
+  grep -q 'sandbox backend: guest' "$tmp/sup.err" || fail "supervisor ($sig) did not start the sandbox backend: $(cat "$tmp/sup.err")"
+  # Nothing of this instance outlives the supervisor: no template process,
+  # no cgroup.
+  for _ in $(seq 50); do
+    now=$(pgrep -f 'agentvisor-guest --template' | sort)
+    [ -z "$(comm -13 <(echo "$templates_before") <(echo "$now"))" ] && break
+    sleep 0.1
+  done
+  left=$(comm -13 <(echo "$templates_before") <(echo "$now"))
+  [ -z "$left" ] || fail "supervisor ($sig) left its template process running: $left"
+  if [ -n "$(find /sys/fs/cgroup -maxdepth 3 -name "test-cli-$$" 2>/dev/null)" ]; then
+    fail "supervisor ($sig) left its instance cgroup behind"
+  fi
   # Every record is one JSON object with ts, level and msg.
   bad=$(grep -cv '^{"ts":"[0-9T:.-]*Z","level":"[a-z]*",.*"msg":".*"}$' "$tmp/sup.err")
   [ "$bad" -eq 0 ] || fail "supervisor ($sig): $bad log lines are not JSON records: $(cat "$tmp/sup.err")"

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -44,13 +45,17 @@ struct prepared_host {
   size_t stale_removed = 0;
   pid_t template_pid = -1;
   int control_fd = -1;
+  /// The backend actor watches (and reaps) the template from then on.
+  bool adopted = false;
 
   prepared_host() = default;
   prepared_host(const prepared_host&) = delete;
   prepared_host& operator=(const prepared_host&) = delete;
   ~prepared_host() {
     if (control_fd >= 0)
-      ::close(control_fd);
+      ::close(control_fd); // the template exits on EOF
+    if (!adopted && template_pid > 0)
+      ::waitpid(template_pid, nullptr, 0);
     if (lock_fd >= 0)
       ::close(lock_fd);
   }
@@ -219,6 +224,14 @@ result<std::shared_ptr<prepared_host>> prepare_host(const backend_options& opts)
   return host;
 }
 
+int template_pid(const prepared_host& host) {
+  return host.template_pid;
+}
+
+size_t stale_removed(const prepared_host& host) {
+  return host.stale_removed;
+}
+
 std::string describe(const prepared_host& host) {
   std::string s = "sandbox backend: guest " + host.guest + ", template pid "
                   + std::to_string(host.template_pid) + ", "
@@ -289,6 +302,31 @@ struct backend_state {
   io::handle_id template_stream = 0;
   io::handle_id template_watch = 0;
   static inline const char* name = "sandbox_backend";
+
+  backend_state() = default;
+  backend_state(const backend_state&) = delete;
+  backend_state& operator=(const backend_state&) = delete;
+
+  /// Runs when the actor terminates, on its own thread: no agent may
+  /// outlive its backend.
+  ~backend_state() {
+    for (auto& [id, a] : agents) {
+      (void) a.cgroup.kill_all();
+      if (a.workspace_fd >= 0)
+        ::close(a.workspace_fd);
+      // The sandboxes' processes take a moment to leave their cgroups.
+      for (int i = 0; i < 200 && !a.cgroup.remove(); ++i)
+        ::usleep(5000);
+    }
+    if (!host)
+      return;
+    if (host->inst)
+      host->inst->remove();
+    if (host->control_fd >= 0) {
+      ::close(host->control_fd); // the template exits on EOF
+      host->control_fd = -1;
+    }
+  }
 };
 
 using self_ptr = sandbox_actor::stateful_pointer<backend_state>;
@@ -308,6 +346,7 @@ caf::actor as_actor(self_ptr self) {
 // Lets the I/O thread tell us about the template process.
 void adopt_template(self_ptr self) {
   auto& st = self->state;
+  st.host->adopted = true;
   int reply_fd = ::dup(st.host->control_fd);
   st.template_stream = st.io->open_line_stream(as_actor(self), reply_fd, 64 * 1024);
   int pidfd = pidfd_open(st.host->template_pid);
@@ -529,9 +568,11 @@ void on_template_lost(self_ptr self, const std::string& why) {
 sandbox_actor::behavior_type running(self_ptr self) {
   return {
     [=](spawn_atom, agent_spec& spec, caf::actor& owner) -> caf::result<agent_started> {
+      // Once a promise exists it owns the response: errors go through it
+      // too (a returned error would reach nobody).
       auto rp = self->make_response_promise<agent_started>();
       if (auto err = begin_spawn(self, spec, owner, rp))
-        return err;
+        rp.deliver(std::move(err));
       return rp;
     },
     [=](stop_atom, std::string& id, uint32_t grace_ms) {
@@ -650,27 +691,6 @@ sandbox_actor::behavior_type backend_impl(self_ptr self, io::io_thread* io,
   self->state.io = io;
   self->state.host = std::move(host);
   adopt_template(self);
-  // On termination: no agent may outlive its backend.
-  self->attach_functor([self](const caf::error&) {
-    auto& st = self->state;
-    for (auto& [id, a] : st.agents) {
-      (void) a.cgroup.kill_all();
-      if (a.workspace_fd >= 0)
-        ::close(a.workspace_fd);
-      for (int i = 0; i < 200; ++i) {
-        if (a.cgroup.remove())
-          break;
-        ::usleep(5000);
-      }
-    }
-    st.agents.clear();
-    if (st.host->inst)
-      st.host->inst->remove();
-    if (st.host->control_fd >= 0) {
-      ::close(st.host->control_fd); // the template exits on EOF
-      st.host->control_fd = -1;
-    }
-  });
   return running(self);
 }
 

@@ -39,6 +39,12 @@ result<std::shared_ptr<prepared_host>> prepare_host(const backend_options& opts)
 /// What prepare_host found, for start-up logs.
 std::string describe(const prepared_host& host);
 
+/// The template process's pid (it changes when the backend restarts it).
+int template_pid(const prepared_host& host);
+
+/// How many agent cgroups of a dead earlier supervisor prepare_host removed.
+size_t stale_removed(const prepared_host& host);
+
 /// Spawns the backend actor over a prepared host. The actor shuts the
 /// template down and kills what agents remain when it terminates.
 backend_actor spawn_sandbox_backend(caf::actor_system& sys, io::io_thread& io,
