@@ -4,7 +4,7 @@
 #include "sandbox.hpp"
 #include "template.hpp"
 
-#include <spdlog/spdlog.h>
+#include "agentvisor/log.hpp"
 
 #include <caf/all.hpp>
 
@@ -381,8 +381,11 @@ void finish(self_ptr self, agent_rec& a) {
       st.handles[a.timer] = a.id;
       return;
     }
-    spdlog::error("agent {}: {}", a.id, r.err().message);
+    log::agent(a.id).error("{}", r.err().message);
   }
+  if (a.started)
+    log::agent(a.id).info("exited: {} {}{}", a.signal ? "signal" : "code",
+                          a.signal ? a.signal : a.exit_code, a.oom_seen ? " (OOM kill)" : "");
   if (a.started)
     caf::anon_send(a.owner, agent_exited{a.id, a.exit_code, a.signal, a.oom_seen, a.peak_bytes});
   auto id = a.id; // `a` lives in the map
@@ -390,7 +393,7 @@ void finish(self_ptr self, agent_rec& a) {
 }
 
 void fail_spawn(self_ptr self, agent_rec& a, const std::string& why) {
-  spdlog::warn("agent {}: spawn failed: {}", a.id, why);
+  log::agent(a.id).warn("spawn failed: {}", why);
   a.exited = true;
   if (a.channel)
     self->state.io->close(a.channel);
@@ -512,6 +515,7 @@ void on_template_reply(self_ptr self, const std::string& line) {
   }
   if (r->kind == reply_kind::spawned) {
     a.started = true;
+    log::agent(a.id).debug("sandbox set up: pid {}", a.pid);
     p.rp.deliver(agent_started{a.id, a.pid, a.channel, "sandbox"});
     return;
   }
@@ -659,6 +663,8 @@ sandbox_actor::behavior_type running(self_ptr self) {
       a.oom_seen = true;
       auto u = a.cgroup.usage();
       a.peak_bytes = u ? u->memory_peak_bytes : a.limit_bytes;
+      log::agent(a.id).warn("OOM kill in its cgroup (limit {} bytes, peak {})",
+                            a.limit_bytes, a.peak_bytes);
       if (a.started)
         caf::anon_send(a.owner, agent_oom{a.id, a.limit_bytes, a.peak_bytes});
     },
