@@ -6,6 +6,8 @@
 
 #include "agentvisor/io.hpp"
 
+#include "../support/cgroup2_scratch.hpp"
+
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/after.hpp>
@@ -524,6 +526,61 @@ TEST_CASE_FIXTURE(fixture, "watch_fd in eventfd mode reports the counter") {
   CHECK(ready.counter == 2);
   stop_and_check();
   CHECK(fd_is_open(efd.fd)); // the caller's fd stays the caller's
+}
+
+TEST_CASE_FIXTURE(fixture, "watch_fd in file_changed mode reports cgroup.events as a "
+                           "process enters and leaves a cgroup on this host's cgroup2 "
+                           "mount") {
+  // cgroup.events signals POLLPRI on a change of "populated", like v2's
+  // memory.events does on an OOM kill; it works on any cgroup2 mount, so
+  // this runs for real even where v2 offers no memory controller.
+  auto made = test_support::cgroup2_scratch::create("io");
+  if (!made.skip.empty()) {
+    MESSAGE("skipped: " << made.skip);
+    return;
+  }
+  REQUIRE_MESSAGE(made.cgroup, made.error);
+  auto& cg = *made.cgroup;
+  fd_guard events{::open((cg.path() + "/cgroup.events").c_str(), O_RDONLY | O_CLOEXEC)};
+  REQUIRE_MESSAGE(events.fd >= 0, "open cgroup.events: " << std::strerror(errno));
+  auto id = io.watch_fd(self, events.fd, fd_mode::file_changed);
+  fence();
+  // Every report carries the whole file; the first may still show the
+  // state at open time, so read until the expected state shows.
+  auto until = [&](const std::string& state) {
+    std::vector<std::string> seen;
+    for (;;) {
+      auto m = next(self);
+      auto* ready = std::get_if<fd_ready>(&m);
+      INFO("reports so far: " << seen.size());
+      REQUIRE_MESSAGE(ready != nullptr, "waiting for '" << state << "', got " << describe(m));
+      CHECK(ready->id == id);
+      CHECK(ready->fd == events.fd);
+      seen.push_back(ready->content);
+      REQUIRE_MESSAGE(ready->content.rfind("populated ", 0) == 0, ready->content);
+      if (ready->content.find(state) != std::string::npos)
+        return seen;
+    }
+  };
+  pid_t pid = fork_sleeper();
+  auto moved = cg.move_in(pid);
+  if (!moved.empty()) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  }
+  REQUIRE_MESSAGE(moved.empty(), moved);
+  auto in = until("populated 1\n");
+  MESSAGE(in.size() << " report(s) until populated 1");
+  REQUIRE(::kill(pid, SIGKILL) == 0);
+  REQUIRE(::waitpid(pid, nullptr, 0) == pid);
+  auto out = until("populated 0\n");
+  MESSAGE(out.size() << " report(s) until populated 0");
+  // Reports come per change, not as a level-triggered flood.
+  fence();
+  auto quiet = next(self, 200ms);
+  CHECK_MESSAGE(std::holds_alternative<timed_out>(quiet), "unexpected " << describe(quiet));
+  io.close(id);
+  fence(); // the loop no longer polls the fd: it may be closed now
 }
 
 TEST_CASE_FIXTURE(fixture, "an adopted fd is closed when its watch closes") {

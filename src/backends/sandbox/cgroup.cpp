@@ -13,10 +13,14 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <unordered_set>
+#include <utility>
 
 namespace agentvisor::sandbox {
 
 namespace {
+
+cgroup_dir_ops dir_ops{::mkdir, ::rmdir};
 
 std::vector<std::string_view> split(std::string_view s, char sep) {
   std::vector<std::string_view> out;
@@ -30,15 +34,23 @@ std::vector<std::string_view> split(std::string_view s, char sep) {
   return out;
 }
 
+// Whether a `sep`-separated list holds `token`. Lists read from cgroupfs
+// (cgroup.controllers, cgroup.subtree_control) end in a newline: whitespace
+// around an entry is not part of it.
 bool has_token(std::string_view list, std::string_view token, char sep) {
-  for (auto t : split(list, sep))
-    if (t == token)
+  constexpr std::string_view ws = " \t\n";
+  for (auto t : split(list, sep)) {
+    auto b = t.find_first_not_of(ws);
+    if (b == std::string_view::npos)
+      continue;
+    if (t.substr(b, t.find_last_not_of(ws) - b + 1) == token)
       return true;
+  }
   return false;
 }
 
 result<void> make_dir(const std::string& path) {
-  if (::mkdir(path.c_str(), 0755) == 0 || errno == EEXIST)
+  if (dir_ops.make_dir(path.c_str(), 0755) == 0 || errno == EEXIST)
     return {};
   return error::from_errno("cannot create cgroup " + path, errno);
 }
@@ -75,33 +87,34 @@ result<uint64_t> read_number(const std::string& path) {
   return v;
 }
 
-// Sends SIGKILL to every process listed in <dir>/cgroup.procs, again for
-// any that appear meanwhile (a fork in progress), until a round finds only
-// processes already signalled: those are dying (a killed process stays
-// listed until it is reaped). Bounded, since a fork bomb is held by the
-// pids limit.
+// Sends SIGKILL to every process listed in <dir>/cgroup.procs. Does not
+// wait for them to exit: a killed process stays listed until it has, which
+// can take longer than any fixed number of re-reads (a large address space
+// to tear down, a busy machine), so the caller retries remove() on EBUSY.
+// Re-reads until the list shows no process it has not signalled, which
+// also catches a child forked just before its parent was killed (a process
+// with SIGKILL pending forks no more). Bounded: a fork bomb is held by the
+// pids limit, and each round kills what exists.
 result<void> kill_procs(const std::string& dir) {
-  std::vector<int> signalled;
-  for (int round = 0; round < 100; ++round) {
+  std::unordered_set<int> signalled;
+  for (int round = 0; round < 50; ++round) {
     auto procs = read_file(dir + "/cgroup.procs");
     if (!procs)
       return std::move(procs).err();
     bool fresh = false;
     for (auto line : split(*procs, '\n')) {
       int pid = 0;
-      if (std::from_chars(line.data(), line.data() + line.size(), pid).ec != std::errc{}
-          || pid <= 0)
-        continue;
-      if (std::find(signalled.begin(), signalled.end(), pid) != signalled.end())
-        continue;
-      ::kill(pid, SIGKILL);
-      signalled.push_back(pid);
-      fresh = true;
+      if (std::from_chars(line.data(), line.data() + line.size(), pid).ec
+            == std::errc{}
+          && pid > 0 && signalled.insert(pid).second) {
+        ::kill(pid, SIGKILL);
+        fresh = true;
+      }
     }
     if (!fresh)
       return {};
   }
-  return error{dir + ": new processes kept appearing through 100 kill rounds"};
+  return error{dir + ": new processes kept appearing through 50 kill rounds"};
 }
 
 std::vector<std::string> list_subdirs(const std::string& dir) {
@@ -119,6 +132,10 @@ std::vector<std::string> list_subdirs(const std::string& dir) {
 }
 
 } // namespace
+
+cgroup_dir_ops set_cgroup_dir_ops_for_testing(cgroup_dir_ops ops) {
+  return std::exchange(dir_ops, ops);
+}
 
 bool valid_name(std::string_view name) {
   if (name.empty() || name.size() > 64 || name == "." || name == "..")
@@ -249,11 +266,18 @@ result<cgroup_instance> cgroup_instance::open(const cgroup_layout& layout,
   auto add = [&](const std::string& mnt) -> result<void> {
     if (mnt.empty())
       return {};
-    if (auto r = make_dir(mnt + "/agentvisor"); !r)
-      return r;
     auto dir = mnt + "/agentvisor/" + std::string{instance};
-    if (auto r = make_dir(dir); !r)
-      return r;
+    // Another instance's remove() takes agentvisor/ away when it looks
+    // empty, possibly between our two mkdirs: then make it again.
+    for (int attempt = 1;; ++attempt) {
+      if (auto r = make_dir(mnt + "/agentvisor"); !r)
+        return r;
+      auto r = make_dir(dir);
+      if (r)
+        break;
+      if (r.err().sys_errno != ENOENT || attempt == 5)
+        return r;
+    }
     ci.dirs_.push_back(dir);
     return {};
   };
@@ -299,14 +323,18 @@ result<size_t> cgroup_instance::remove_stale() const {
   for (const auto& dir : dirs_) {
     for (const auto& name : list_subdirs(dir)) {
       auto sub = dir + "/" + name;
-      if (auto r = kill_procs(sub); !r)
-        return r.err();
-      // Killed processes leave the cgroup as they exit: give them a moment.
-      int rc = -1;
-      for (int i = 0; i < 200 && (rc = ::rmdir(sub.c_str())) != 0 && errno == EBUSY; ++i)
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      if (rc != 0 && errno != ENOENT)
-        return error::from_errno("cannot remove stale cgroup " + sub, errno);
+      // Killed processes leave the cgroup as they exit: give them a moment
+      // (and kill again what a fork in the instant of the kill left).
+      int err = EBUSY;
+      for (int i = 0; i < 200 && err == EBUSY; ++i) {
+        if (auto r = kill_procs(sub); !r)
+          return r.err();
+        err = dir_ops.remove_dir(sub.c_str()) == 0 ? 0 : errno;
+        if (err == EBUSY)
+          std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+      if (err != 0 && err != ENOENT)
+        return error::from_errno("cannot remove stale cgroup " + sub, err);
       if (dir == dirs_.front())
         ++removed;
     }
@@ -316,9 +344,9 @@ result<size_t> cgroup_instance::remove_stale() const {
 
 void cgroup_instance::remove() const {
   for (const auto& dir : dirs_) {
-    ::rmdir(dir.c_str());
+    dir_ops.remove_dir(dir.c_str());
     // agentvisor/ itself: only succeeds when no other instance lives there.
-    ::rmdir(dir.substr(0, dir.rfind('/')).c_str());
+    dir_ops.remove_dir(dir.substr(0, dir.rfind('/')).c_str());
   }
 }
 
@@ -333,7 +361,7 @@ result<agent_cgroup> agent_cgroup::create(const cgroup_instance& inst,
   cg.version_ = l.version;
   for (const auto& dir : inst.dirs()) {
     auto path = dir + "/" + std::string{agent_id};
-    if (::mkdir(path.c_str(), 0755) != 0) {
+    if (dir_ops.make_dir(path.c_str(), 0755) != 0) {
       int err = errno;
       (void) cg.remove();
       return error::from_errno("cannot create cgroup " + path, err);
@@ -471,7 +499,7 @@ result<void> agent_cgroup::remove() const {
   // Leaf directories only; every hierarchy is tried even if one fails.
   result<void> first_error;
   for (const auto& d : dirs_)
-    if (::rmdir(d.c_str()) != 0 && errno != ENOENT && first_error)
+    if (dir_ops.remove_dir(d.c_str()) != 0 && errno != ENOENT && first_error)
       first_error = error::from_errno("cannot remove cgroup " + d, errno);
   return first_error;
 }

@@ -8,6 +8,8 @@
 
 #include "agentvisor/error.hpp"
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -103,6 +105,9 @@ public:
   result<cgroup_usage> usage() const;
 
   /// SIGKILLs every process in the cgroup (v2: cgroup.kill when present).
+  /// Does not wait for them to exit: remove() says EBUSY until they have,
+  /// so retry both (a later kill_all also catches a child forked in the
+  /// instant of the kill).
   result<void> kill_all() const;
 
   /// Removes the directories; fails with EBUSY while processes remain.
@@ -119,6 +124,20 @@ private:
 result<void> write_file(const std::string& path, std::string_view value);
 /// Reads a small file whole.
 result<std::string> read_file(const std::string& path);
+
+/// The two directory calls this module makes. A real cgroupfs creates a new
+/// directory's interface files (memory.max, cgroup.procs, ...) itself and
+/// removes them with it; a plain directory does neither. Tests that run the
+/// code against a fake cgroupfs in a temp dir install ops that do what the
+/// kernel would; production code never changes them.
+struct cgroup_dir_ops {
+  int (*make_dir)(const char* path, mode_t mode);
+  int (*remove_dir)(const char* path);
+};
+
+/// Installs `ops` and returns the ones in use before (mkdir and rmdir by
+/// default). Not thread-safe: for tests only, before any cgroup call.
+cgroup_dir_ops set_cgroup_dir_ops_for_testing(cgroup_dir_ops ops);
 
 /// True when `name` is safe as one path component (no '/', not . or ..,
 /// [A-Za-z0-9_.-], at most 64 characters): agent ids and instance names

@@ -21,6 +21,7 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -196,9 +197,20 @@ int child_main(void* p) {
     ::close(fd);
   }
   if (s.user_namespace) {
+    // A process that changed its uids without an exec since (a root
+    // supervisor dropping to a service user, a setuid launcher) is not
+    // dumpable, and then its /proc/self files belong to the host's root,
+    // whom the new namespace does not map: writing them fails with EACCES.
+    // Dumpable only for the three writes.
+    int dumpable = ::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+    if (dumpable != 1 && ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0)
+      fail(a, "PR_SET_DUMPABLE");
+    // setgroups must be denied before an unprivileged gid_map is accepted.
     write_text(a, "/proc/self/setgroups", "deny");
     write_text(a, "/proc/self/uid_map", a.uid_map);
     write_text(a, "/proc/self/gid_map", a.gid_map);
+    if (dumpable != 1 && ::prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0) != 0)
+      fail(a, "PR_SET_DUMPABLE");
   }
   int memory_fd = -1;
   if (!s.memory_file.empty()) {
@@ -408,7 +420,15 @@ result<child_process> clone_sandbox(const sandbox_spec& spec,
     int err = errno;
     ::close(status[0]);
     ::close(status[1]);
-    return error::from_errno("clone3 for sandbox " + spec.agent_id, err);
+    auto e = error::from_errno("clone3 for sandbox " + spec.agent_id, err);
+    if (spec.user_namespace) {
+      if (auto why = user_namespace_refusal())
+        e.message += " (" + *why + ")";
+      else if (err == EPERM || err == EACCES || err == ENOSPC || err == EUSERS)
+        e.message += " (the kernel refused a new user namespace: the user namespace limit "
+                     "may be reached, or a container's seccomp policy or a chroot forbids it)";
+    }
+    return e;
   }
   if (pid == 0) {
     ::close(status[0]);
@@ -416,6 +436,32 @@ result<child_process> clone_sandbox(const sandbox_spec& spec,
   }
   ::close(status[1]);
   return child_process{static_cast<pid_t>(pid), pidfd, status[0]};
+}
+
+std::optional<std::string> user_namespace_refusal() {
+  auto sysctl = [](const char* path) -> std::optional<long> {
+    int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      return std::nullopt; // this kernel has no such switch
+    char buf[32]{};
+    auto n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    if (n <= 0)
+      return std::nullopt;
+    return std::strtol(buf, nullptr, 10);
+  };
+  if (sysctl("/proc/sys/user/max_user_namespaces") == 0L)
+    return "user namespaces are disabled: sysctl user.max_user_namespaces is 0";
+  if (::geteuid() == 0)
+    return std::nullopt;
+  if (sysctl("/proc/sys/kernel/unprivileged_userns_clone") == 0L)
+    return "unprivileged user namespaces are disabled: sysctl "
+           "kernel.unprivileged_userns_clone is 0 (set it to 1, or run as root)";
+  if (sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == 1L)
+    return "AppArmor restricts unprivileged user namespaces: sysctl "
+           "kernel.apparmor_restrict_unprivileged_userns is 1 (allow it for this "
+           "program with an AppArmor profile 'userns,' rule, or run as root)";
+  return std::nullopt;
 }
 
 result<void> wait_setup(int status_fd, const std::string& agent_id) {

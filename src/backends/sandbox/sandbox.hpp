@@ -15,6 +15,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,14 @@ result<child_process> clone_sandbox(const sandbox_spec& spec,
                                     const seccomp_program& filter,
                                     entry_fn entry, void* arg,
                                     bool as_sibling);
+
+/// Why this kernel will not let an unprivileged process (no CAP_SYS_ADMIN,
+/// approximated by euid != 0) create a user namespace, read from the
+/// sysctls that decide it: user.max_user_namespaces (0), Debian's
+/// kernel.unprivileged_userns_clone (0) and Ubuntu's
+/// kernel.apparmor_restrict_unprivileged_userns (1). nullopt when none of
+/// them forbids it (a container's seccomp policy still may).
+std::optional<std::string> user_namespace_refusal();
 
 /// Blocks until the child reports: setup done (EOF) or failed (the text).
 /// Closes status_fd.

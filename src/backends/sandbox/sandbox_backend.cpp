@@ -192,7 +192,7 @@ result<std::shared_ptr<prepared_host>> prepare_host(const backend_options& opts)
   } else if (auto inst = cgroup_instance::open(*layout, opts.instance); !inst) {
     host->cgroup_error = inst.err().message
                          + (host->user_namespace
-                              ? " (cgroups need root, or a delegated cgroup v2 subtree)"
+                              ? " (cgroups need root: a delegated cgroup v2 subtree is not supported yet)"
                               : "");
   } else {
     // We hold the instance lock: whatever is left under it is a dead
