@@ -4,6 +4,8 @@
 #include "sandbox.hpp"
 #include "template.hpp"
 
+#include "agentvisor/guest_protocol.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <caf/all.hpp>
@@ -443,7 +445,9 @@ caf::error begin_spawn(self_ptr self, const agent_spec& spec, const caf::actor& 
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return cleanup(std::string{"socketpair for the channel: "} + std::strerror(errno));
-  a.channel = st.io->open_line_stream(owner, sv[0]);
+  // The guest's lines go straight to the owner; one over the protocol's
+  // limit closes the channel ("line over 1048576 bytes").
+  a.channel = st.io->open_line_stream(owner, sv[0], guest::max_guest_line_bytes);
 
   spawn_request req;
   req.req = ++st.next_req;
