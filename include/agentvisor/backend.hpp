@@ -10,10 +10,13 @@
 ///    gone and cleaned up: exit code or signal, and whether the OOM killer did
 ///    it);
 ///  - the I/O thread: every line the guest writes on its channel
-///    (io::stream_line, decoded with guest::decoder into hello, ready,
-///    heartbeat, results, protocol errors) and io::stream_closed when the
-///    channel closes. Lines skip the backend on purpose: a tool round trip
-///    is one hop each way.
+///    (io::stream_line, at most guest::max_guest_line_bytes; a longer one
+///    closes the channel) and io::stream_closed when the channel closes.
+///    The owner feeds both to its guest::guest_session (guest_session.hpp),
+///    which turns them into events (hello, ready, heartbeat, results, bye)
+///    or a protocol error; on a protocol error the owner kills the agent
+///    (kill_atom) and waits for agent_exited. Lines skip the backend on
+///    purpose: a tool round trip is one hop each way.
 
 #include "agentvisor/io.hpp"
 

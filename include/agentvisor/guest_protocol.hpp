@@ -23,10 +23,19 @@ inline constexpr uint32_t protocol_version = 1;
 /// protocol error (the guest answers `protocol_error` and skips the line).
 inline constexpr std::size_t max_line_bytes = std::size_t{1} << 20;
 
-/// The longest guest -> host line, newline excluded. Tool results may carry
-/// up to 8 MiB of file content or 2 x 1 MiB of command output, so this bound
-/// is larger; the guest never writes a longer line.
-inline constexpr std::size_t max_guest_line_bytes = std::size_t{16} << 20;
+/// The longest guest -> host line, newline excluded: the same 1 MiB. The
+/// guest caps what its tools return so their results fit (read_file 512 KiB,
+/// execute_command 256 KiB per stream, search and list_directory by encoded
+/// size), and as a last guard answers `too_large` instead of writing a
+/// longer line. The host's channel closes on a longer line
+/// (io::stream_closed "line over 1048576 bytes"), a protocol error.
+inline constexpr std::size_t max_guest_line_bytes = std::size_t{1} << 20;
+
+/// The longest `error.message` or `protocol_error.message` the encoders
+/// write, as escaped JSON text with its quotes. Messages may quote what the
+/// host sent (an unknown tool's name), so they are cut (at a character
+/// boundary, ending in "...") to keep every line short.
+inline constexpr std::size_t max_message_bytes = 4096;
 
 // --- Error codes of tool results -------------------------------------------
 
@@ -118,10 +127,26 @@ struct shutdown {
   bool operator==(const shutdown&) const = default;
 };
 
-enum class fault_kind : uint8_t { exit, abort, oom, cpu_hog, disk_fill, fork_bomb };
+enum class fault_kind : uint8_t { exit, abort, oom, cpu_hog, disk_fill, fork_bomb, garbage };
 
 std::string_view to_string(fault_kind x) noexcept;
 std::optional<fault_kind> fault_kind_from_string(std::string_view name) noexcept;
+
+/// Which bad line a `garbage` fault makes the guest write (tests and chaos
+/// runs of the host's handling of a misbehaving guest).
+enum class garbage_kind : uint8_t {
+  malformed,     ///< a line that is not JSON
+  oversized,     ///< a line of max_guest_line_bytes + 1 bytes
+  unknown_type,  ///< {"type":"teleport"}
+  orphan_result, ///< a result for garbage_result_id, which no host assigns
+};
+
+std::string_view to_string(garbage_kind x) noexcept;
+std::optional<garbage_kind> garbage_kind_from_string(std::string_view name) noexcept;
+
+/// The id of the result a `garbage` `orphan_result` fault writes. Hosts
+/// number calls from 1 and never reach it.
+inline constexpr uint64_t garbage_result_id = UINT64_MAX;
 
 /// Chaos testing; honoured only by a guest started with --allow-faults.
 struct fault {
@@ -130,6 +155,8 @@ struct fault {
   std::optional<uint64_t> id;
   int32_t code = 0;   ///< exit status for `exit`
   uint32_t ms = 1000; ///< duration for `cpu_hog`
+  /// The bad line for `garbage` (encoded and decoded for that kind only).
+  garbage_kind what = garbage_kind::malformed;
   bool operator==(const fault&) const = default;
 };
 
@@ -162,9 +189,15 @@ std::string encode(const T& x) {
 /// written: what encode(call_result) appends, without building the struct.
 void encode_result_ok(uint64_t id, std::string_view result_json, std::string& out);
 
-/// A failed result.
+/// A failed result. A message longer than max_message_bytes is cut.
 void encode_result_error(uint64_t id, tool_errc code, std::string_view message,
                          std::string& out);
+
+/// The guest's last guard on its line limit: if the line appended to `out`
+/// from `mark` on (a result for call `id`, newline included) is longer than
+/// max_guest_line_bytes without its newline, replaces it with a `too_large`
+/// error result for `id` that says how long it was. Returns whether it did.
+bool fit_result_line(std::string& out, std::size_t mark, uint64_t id);
 
 // --- decoding -----------------------------------------------------------------
 
@@ -185,7 +218,9 @@ public:
   result<host_message> decode_host(std::string_view line);
 
   /// A line the host received (from the guest). Longer than
-  /// max_guest_line_bytes is an error.
+  /// max_guest_line_bytes is an error. Hosts use guest_session
+  /// (guest_session.hpp), which also judges the line's place in the
+  /// conversation.
   result<guest_message> decode_guest(std::string_view line);
 
 private:

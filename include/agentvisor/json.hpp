@@ -31,6 +31,12 @@ void append_base64_string(std::string& out, std::string_view s);
 /// The length `append_string` would add for `s`, quotes included.
 std::size_t escaped_size(std::string_view s) noexcept;
 
+/// The length of the longest prefix of `s` whose `append_string` form,
+/// quotes included, takes at most `max_size` bytes. The prefix ends between
+/// characters: never inside a valid UTF-8 sequence nor inside an invalid
+/// subpart that one U+FFFD replaces. 0 when `max_size` < 2.
+std::size_t escaped_prefix(std::string_view s, std::size_t max_size) noexcept;
+
 /// Appends integers and doubles in their shortest round-trip form; a double
 /// that is NaN or infinite is written as `null` (JSON has neither).
 void append_number(std::string& out, int64_t x);

@@ -299,9 +299,7 @@ void agent::process(std::string_view data) {
 }
 
 void agent::send_protocol_error(std::string_view message) {
-  json::writer w(out_);
-  w.begin_object().field("type", "protocol_error").field("message", message).end_object();
-  out_ += '\n';
+  encode(protocol_error{std::string(message)}, out_);
 }
 
 void agent::handle_line(std::string_view line) {
@@ -360,6 +358,8 @@ void agent::handle_call(call& c) {
     out_.resize(mark);
     encode_result_error(c.id, st->code, st->message, out_);
   }
+  // The tools cap their results to fit; this is the last guard.
+  fit_result_line(out_, mark, c.id);
   // A big file read leaves a big buffer behind; do not keep it.
   if (bufs_.data.capacity() > (std::size_t{1} << 20)) std::string().swap(bufs_.data);
 }
@@ -384,6 +384,16 @@ void agent::handle_fault(const fault& f) {
     case fault_kind::oom:
       flush();
       fault_oom();
+    case fault_kind::garbage: {
+      std::size_t bytes = fault_garbage(f.what, out_);
+      if (f.id) {
+        std::string report;
+        json::writer(report).begin_object().field("kind", "garbage")
+          .field("what", to_string(f.what)).field("bytes", static_cast<uint64_t>(bytes)).end_object();
+        encode_result_ok(*f.id, report, out_);
+      }
+      return;
+    }
     default:
       break;
   }

@@ -263,6 +263,17 @@ void command_table::flush_results(std::string& out) {
       ++kept;
       continue;
     }
+    // Cut a stream whose escaped form would not fit its share of the line.
+    std::string_view streams[3];
+    for (int s = 1; s < 3; ++s) {
+      streams[s] = c.output[s];
+      std::size_t keep = json::escaped_prefix(streams[s], command_max_output_json);
+      if (keep < streams[s].size()) {
+        streams[s] = streams[s].substr(0, keep);
+        c.truncated = true;
+      }
+    }
+    const std::size_t mark = out.size();
     json::writer w(out);
     w.begin_object().field("type", "result").field("id", c.id).field("ok", true)
       .key("result").begin_object().key("exit_code");
@@ -270,13 +281,14 @@ void command_table::flush_results(std::string& out) {
     w.key("signal");
     if (WIFSIGNALED(c.wstatus)) w.value(WTERMSIG(c.wstatus)); else w.value(nullptr);
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(c.ended - c.started).count();
-    w.field("stdout", c.output[1])
-      .field("stderr", c.output[2])
+    w.field("stdout", streams[1])
+      .field("stderr", streams[2])
       .field("timed_out", c.timed_out)
       .field("truncated", c.truncated)
       .field("duration_ms", static_cast<int64_t>(ms))
       .end_object().end_object();
     out += '\n';
+    fit_result_line(out, mark, c.id);
   }
   cmds_.resize(kept);
 }

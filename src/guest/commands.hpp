@@ -18,7 +18,13 @@
 
 namespace agentvisor::guest {
 
-inline constexpr std::size_t command_max_output = std::size_t{1} << 20; ///< per stream
+/// Output kept per stream (stdout, stderr); the rest is read and dropped.
+inline constexpr std::size_t command_max_output = std::size_t{256} << 10;
+/// The longest JSON string (escaped, quotes included) one stream becomes in
+/// the result: output dense in control characters or invalid UTF-8 escapes
+/// to several bytes per byte and is cut further, so that both streams fit in
+/// one 1 MiB line.
+inline constexpr std::size_t command_max_output_json = std::size_t{384} << 10;
 inline constexpr uint64_t command_default_timeout_ms = 30'000;
 inline constexpr uint64_t command_max_timeout_ms = 24ull * 3600 * 1000;
 inline constexpr std::size_t command_max_running = 64;

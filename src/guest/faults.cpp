@@ -46,6 +46,35 @@ void fault_oom() {
   }
 }
 
+std::size_t fault_garbage(garbage_kind what, std::string& out) {
+  const std::size_t start = out.size();
+  switch (what) {
+    case garbage_kind::malformed:
+      out += "this is not JSON {\"type\":\"heartbeat\"";
+      break;
+    case garbage_kind::oversized: {
+      // A well-formed heartbeat but for its size: one byte over the limit.
+      constexpr std::string_view head =
+        "{\"type\":\"heartbeat\",\"seq\":0,\"memory_bytes\":0,\"uptime_ms\":0,\"padding\":\"";
+      constexpr std::string_view tail = "\"}";
+      out += head;
+      out.append(max_guest_line_bytes + 1 - head.size() - tail.size(), 'x');
+      out += tail;
+      break;
+    }
+    case garbage_kind::unknown_type:
+      out += "{\"type\":\"teleport\"}";
+      break;
+    case garbage_kind::orphan_result:
+      encode_result_ok(garbage_result_id, "{}", out);
+      out.pop_back(); // its newline: added below like the others'
+      break;
+  }
+  const std::size_t n = out.size() - start;
+  out += '\n';
+  return n;
+}
+
 namespace {
 
 /// In a job child: undo what the guest set up for itself.

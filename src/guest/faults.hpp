@@ -1,7 +1,8 @@
 #pragma once
 /// Chaos faults (--allow-faults only). `exit`, `abort` and `oom` hit the
-/// guest itself and never return; the others run in a forked job child so
-/// the loop stays responsive, and report when that child ends.
+/// guest itself and never return; `garbage` writes one bad line on the
+/// channel at once; the others run in a forked job child so the loop stays
+/// responsive, and report when that child ends.
 
 #include "workspace.hpp"
 
@@ -22,6 +23,11 @@ inline constexpr const char* disk_fill_file = ".agentvisor-disk-fill";
 [[noreturn]] void fault_abort();
 /// `oom`: allocates and touches memory in the guest until it is killed.
 [[noreturn]] void fault_oom();
+
+/// `garbage`: appends the bad line `what` names to `out` (newline included)
+/// and returns its length without the newline. The only way the guest ever
+/// writes a line the protocol forbids.
+std::size_t fault_garbage(garbage_kind what, std::string& out);
 
 class fault_jobs {
 public:

@@ -304,21 +304,29 @@ status list_directory(const workspace& ws, const tool_args& args, std::string& o
   AV_TRY(read_entries(dir.d, entries, path));
 
   int dfd = ::dirfd(dir.d);
+  const std::size_t start = out.size();
   json::writer w(out);
   w.begin_object().key("entries").begin_array();
   std::size_t n = 0;
+  bool full = false;
   for (const auto& e : entries) {
     if (n == list_max_entries) break;
     struct stat st {};
     if (::fstatat(dfd, e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue; // gone
+    const std::size_t mark = out.size();
     w.begin_object()
       .field("name", e.name)
       .field("type", type_name(st.st_mode))
       .field("size", static_cast<uint64_t>(st.st_size))
       .end_object();
+    if (out.size() - start > list_max_result_bytes) { // would not fit the line
+      out.resize(mark);
+      full = true;
+      break;
+    }
     ++n;
   }
-  w.end_array().field("truncated", entries.size() > n).end_object();
+  w.end_array().field("truncated", full || entries.size() > n).end_object();
   return std::nullopt;
 }
 
@@ -328,9 +336,11 @@ namespace {
 
 class searcher {
 public:
+  /// `result_start`: where the result object begins in w's string (the
+  /// matches stop before it grows past search_max_result_bytes).
   searcher(std::string_view pattern, const std::regex* re, uint64_t max_results,
-           json::writer& w, tool_buffers& buf)
-    : pattern_(pattern), re_(re), max_(max_results), w_(w), buf_(buf),
+           json::writer& w, std::size_t result_start, tool_buffers& buf)
+    : pattern_(pattern), re_(re), max_(max_results), w_(w), start_(result_start), buf_(buf),
       deadline_(std::chrono::steady_clock::now() + std::chrono::milliseconds(search_max_ms)) {}
 
   bool truncated() const noexcept { return truncated_; }
@@ -396,18 +406,26 @@ public:
 private:
   bool done() const noexcept { return truncated_; }
 
-  /// Records a match on `line` (1-based number `no`); false once full.
+  /// Records a match on `line` (1-based number `no`); once max_results or
+  /// the result's size budget is reached, sets truncated instead.
   void emit(uint64_t no, std::string_view line) {
     if (count_ == max_) {
       truncated_ = true;
       return;
     }
-    ++count_;
     if (line.size() > search_max_line_text) {
       line = line.substr(0, search_max_line_text);
       line.remove_suffix(incomplete_utf8_tail(line));
     }
+    std::string& out = w_.str();
+    const std::size_t mark = out.size();
     w_.begin_object().field("path", path_).field("line", no).field("text", line).end_object();
+    if (out.size() - start_ > search_max_result_bytes) { // would not fit the line
+      out.resize(mark);
+      truncated_ = true;
+      return;
+    }
+    ++count_;
   }
 
   static std::string_view chomp(std::string_view line) noexcept {
@@ -470,6 +488,7 @@ private:
   const std::regex* re_;
   uint64_t max_;
   json::writer& w_;
+  std::size_t start_;
   tool_buffers& buf_;
   std::chrono::steady_clock::time_point deadline_;
   std::string path_;
@@ -517,9 +536,10 @@ status search(const workspace& ws, const tool_args& args, std::string& out, tool
   while (start.size() > 1 && start.back() == '/') start.remove_suffix(1);
   if (start == ".") start = {};
 
+  const std::size_t result_start = out.size();
   json::writer w(out);
   w.begin_object().key("matches").begin_array();
-  searcher s(pattern, re ? &*re : nullptr, max_results, w, buf);
+  searcher s(pattern, re ? &*re : nullptr, max_results, w, result_start, buf);
   s.set_path(start);
   status st_search = S_ISDIR(st.st_mode) ? s.dir(std::move(*fd), 0) : s.file(std::move(*fd));
   if (st_search) return st_search;

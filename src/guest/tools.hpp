@@ -14,9 +14,14 @@
 
 namespace agentvisor::guest {
 
-/// Limits, documented in docs/guest-protocol.md.
-inline constexpr uint64_t read_default_bytes = uint64_t{1} << 20;
-inline constexpr uint64_t read_max_bytes = uint64_t{8} << 20;
+/// Limits, documented in docs/guest-protocol.md. Every result must fit in
+/// one line of at most max_guest_line_bytes (1 MiB): read_file's content is
+/// at most 512 KiB (base64: 683 KiB), and search and list_directory stop
+/// adding entries once their result object would pass 768 KiB.
+inline constexpr uint64_t read_default_bytes = uint64_t{512} << 10;
+inline constexpr uint64_t read_max_bytes = uint64_t{512} << 10;
+inline constexpr std::size_t search_max_result_bytes = std::size_t{768} << 10;
+inline constexpr std::size_t list_max_result_bytes = std::size_t{768} << 10;
 inline constexpr uint64_t search_default_results = 100;
 inline constexpr uint64_t search_max_results = 10000;
 inline constexpr uint64_t search_max_file_bytes = uint64_t{16} << 20;

@@ -135,6 +135,39 @@ std::size_t escaped_size(std::string_view s) noexcept {
   return sink.n + 2;
 }
 
+std::size_t escaped_prefix(std::string_view sv, std::size_t max_size) noexcept {
+  if (max_size < 2) return 0;
+  const std::size_t budget = max_size - 2; // the quotes
+  auto* s = reinterpret_cast<const unsigned char*>(sv.data());
+  const std::size_t n = sv.size();
+  std::size_t used = 0;
+  std::size_t i = 0;
+  while (i < n) {
+    std::size_t step = 1; // bytes of `s` this character takes
+    std::size_t cost = 1; // bytes it escapes to
+    switch (byte_class[s[i]]) {
+      case 0: break;
+      case 2: cost = 2; break; // a quote or backslash, escaped
+      case 1: {
+        unsigned char c = s[i];
+        bool named = c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t';
+        cost = named ? 2 : 6;
+        break;
+      }
+      default: {
+        std::size_t bad = 0;
+        std::size_t len = utf8_sequence(s, i, n, &bad);
+        step = len != 0 ? len : bad;
+        cost = len != 0 ? len : replacement.size();
+      }
+    }
+    if (used + cost > budget) break;
+    used += cost;
+    i += step;
+  }
+  return i;
+}
+
 void append_base64_string(std::string& out, std::string_view s) {
   static constexpr char alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -27,8 +27,12 @@ constexpr std::array<std::string_view, 9> errc_names = {
   "timeout", "unknown_tool", "exec_failed", "faults_disabled",
 };
 
-constexpr std::array<std::string_view, 6> fault_names = {
-  "exit", "abort", "oom", "cpu_hog", "disk_fill", "fork_bomb",
+constexpr std::array<std::string_view, 7> fault_names = {
+  "exit", "abort", "oom", "cpu_hog", "disk_fill", "fork_bomb", "garbage",
+};
+
+constexpr std::array<std::string_view, 4> garbage_names = {
+  "malformed", "oversized", "unknown_type", "orphan_result",
 };
 
 } // namespace
@@ -53,6 +57,16 @@ std::optional<fault_kind> fault_kind_from_string(std::string_view name) noexcept
   return std::nullopt;
 }
 
+std::string_view to_string(garbage_kind x) noexcept {
+  return garbage_names[static_cast<std::size_t>(x)];
+}
+
+std::optional<garbage_kind> garbage_kind_from_string(std::string_view name) noexcept {
+  for (std::size_t i = 0; i < garbage_names.size(); ++i)
+    if (garbage_names[i] == name) return static_cast<garbage_kind>(i);
+  return std::nullopt;
+}
+
 // --- encoding -----------------------------------------------------------------
 
 namespace {
@@ -67,6 +81,19 @@ json::writer begin(std::string& out, std::string_view type) {
 void finish(json::writer& w) {
   w.end_object();
   w.str() += '\n';
+}
+
+/// Writes `message` as the value of "message", cut to max_message_bytes.
+void message_field(json::writer& w, std::string_view message) {
+  w.key("message");
+  if (json::escaped_size(message) <= max_message_bytes) {
+    w.value(message);
+    return;
+  }
+  constexpr std::string_view ellipsis = "...";
+  std::string cut(message.substr(0, json::escaped_prefix(message, max_message_bytes - ellipsis.size())));
+  cut += ellipsis;
+  w.value(cut);
 }
 
 } // namespace
@@ -96,9 +123,23 @@ void encode_result_ok(uint64_t id, std::string_view result_json, std::string& ou
 void encode_result_error(uint64_t id, tool_errc code, std::string_view message,
                          std::string& out) {
   auto w = begin(out, "result");
-  w.field("id", id).field("ok", false).key("error").begin_object()
-    .field("code", to_string(code)).field("message", message).end_object();
+  w.field("id", id).field("ok", false).key("error").begin_object().field("code", to_string(code));
+  message_field(w, message);
+  w.end_object();
   finish(w);
+}
+
+bool fit_result_line(std::string& out, std::size_t mark, uint64_t id) {
+  if (out.size() <= mark) return false;
+  std::size_t line = out.size() - mark;
+  if (out.back() == '\n') --line;
+  if (line <= max_guest_line_bytes) return false;
+  out.resize(mark);
+  encode_result_error(id, tool_errc::too_large,
+                      "the result is " + std::to_string(line) + " bytes as JSON, over the " +
+                        std::to_string(max_guest_line_bytes) + "-byte line limit",
+                      out);
+  return true;
 }
 
 void encode(const call_result& x, std::string& out) {
@@ -110,7 +151,7 @@ void encode(const call_result& x, std::string& out) {
 
 void encode(const protocol_error& x, std::string& out) {
   auto w = begin(out, "protocol_error");
-  w.field("message", x.message);
+  message_field(w, x.message);
   finish(w);
 }
 
@@ -132,6 +173,7 @@ void encode(const fault& x, std::string& out) {
   auto w = begin(out, "fault");
   if (x.id) w.field("id", *x.id);
   w.field("kind", to_string(x.kind)).field("code", x.code).field("ms", x.ms);
+  if (x.kind == fault_kind::garbage) w.field("what", to_string(x.what));
   finish(w);
 }
 
@@ -271,6 +313,13 @@ result<host_message> decode_fault(const reader& r) {
   }
   AV_TRY(r.i32("code", f.code, false));
   AV_TRY(r.u32("ms", f.ms, false));
+  if (f.kind == fault_kind::garbage) {
+    std::string what;
+    AV_TRY(r.str("what", what, true));
+    auto g = garbage_kind_from_string(what);
+    if (!g) return r.fail("what", "unknown kind \"" + what + "\"");
+    f.what = *g;
+  }
   return host_message{f};
 }
 

@@ -110,6 +110,35 @@ TEST_CASE("escaped_size predicts what append_string appends") {
     CHECK(json::escaped_size(s) == escaped(s).size());
 }
 
+TEST_CASE("escaped_prefix is the longest prefix whose escaped form fits, never cutting a character") {
+  CHECK(json::escaped_prefix("hello", 7) == 5);  // "hello" with quotes is 7
+  CHECK(json::escaped_prefix("hello", 6) == 4);
+  CHECK(json::escaped_prefix("hello", 1) == 0);
+  CHECK(json::escaped_prefix("", 2) == 0);
+  CHECK(json::escaped_prefix("a\"b", 5) == 2);   // the quote needs two bytes
+  CHECK(json::escaped_prefix("a\"b", 6) == 3);
+  CHECK(json::escaped_prefix("\n\x01", 4) == 1);  // \n is 2, \u0001 is 6
+  CHECK(json::escaped_prefix("\n\x01", 10) == 2);
+  CHECK(json::escaped_prefix("\xE2\x82\xAC!", 4) == 0); // the euro sign is 3 bytes: all or nothing
+  CHECK(json::escaped_prefix("\xE2\x82\xAC!", 5) == 3);
+  CHECK(json::escaped_prefix("\xFF\xFEz", 5) == 1);      // one invalid byte becomes U+FFFD (3)
+  CHECK(json::escaped_prefix("\xE2\x82z", 5) == 2);      // a truncated sequence is one U+FFFD
+  // Agrees with escaped_size on arbitrary text.
+  std::string mixed;
+  for (int i = 0; i < 3000; ++i) mixed += static_cast<char>((i * 37) % 256);
+  for (std::size_t budget : {2u, 50u, 1000u, 5000u, 20000u}) {
+    auto k = json::escaped_prefix(mixed, budget);
+    CHECK(json::escaped_size(std::string_view(mixed).substr(0, k)) <= budget);
+    if (k < mixed.size()) {
+      std::size_t next = k + 1;
+      while (next < mixed.size() &&
+             json::escaped_size(std::string_view(mixed).substr(0, next)) <= budget)
+        ++next; // a longer prefix that fits would have to end mid-character
+      CHECK(json::escaped_prefix(std::string_view(mixed).substr(0, next), budget) == k);
+    }
+  }
+}
+
 TEST_CASE("the JSON writer places commas in nested objects and arrays") {
   std::string out = "prefix:";
   json::writer w(out);
@@ -214,7 +243,7 @@ TEST_CASE("a call without args decodes with empty args") {
 
 TEST_CASE("fault round-trips for every kind, with and without an id") {
   for (auto k : {fault_kind::exit, fault_kind::abort, fault_kind::oom, fault_kind::cpu_hog,
-                 fault_kind::disk_fill, fault_kind::fork_bomb}) {
+                 fault_kind::disk_fill, fault_kind::fork_bomb, fault_kind::garbage}) {
     fault f;
     f.kind = k;
     f.code = 7;
@@ -223,6 +252,24 @@ TEST_CASE("fault round-trips for every kind, with and without an id") {
     f.id = 11;
     CHECK(round_trip_host(f) == f);
   }
+}
+
+TEST_CASE("a garbage fault round-trips with each kind of bad line, and only garbage carries what") {
+  for (auto g : {garbage_kind::malformed, garbage_kind::oversized, garbage_kind::unknown_type,
+                 garbage_kind::orphan_result}) {
+    fault f;
+    f.kind = fault_kind::garbage;
+    f.what = g;
+    CHECK(encode(f).find("\"what\":\"" + std::string(to_string(g)) + "\"") != std::string::npos);
+    CHECK(round_trip_host(f) == f);
+  }
+  fault other;
+  other.kind = fault_kind::cpu_hog;
+  CHECK(encode(other).find("what") == std::string::npos);
+  auto r = decode_host_message(R"({"type":"fault","kind":"garbage","what":"orphan_result","id":4})");
+  REQUIRE(r);
+  CHECK(std::get<fault>(*r).what == garbage_kind::orphan_result);
+  CHECK(std::get<fault>(*r).id == 4u);
 }
 
 TEST_CASE("a fault with only a kind gets code 0 and ms 1000") {
@@ -296,6 +343,10 @@ TEST_CASE("fault decode errors name the field") {
         "fault.code: out of range for a 32-bit integer");
   CHECK(host_error(R"({"type":"fault","kind":"cpu_hog","ms":-5})") == "fault.ms: expected an unsigned integer");
   CHECK(host_error(R"({"type":"fault","kind":"cpu_hog","id":true})") == "fault.id: expected an unsigned integer");
+  CHECK(host_error(R"({"type":"fault","kind":"garbage"})") == "fault.what: missing");
+  CHECK(host_error(R"({"type":"fault","kind":"garbage","what":"noise"})") ==
+        "fault.what: unknown kind \"noise\"");
+  CHECK(host_error(R"({"type":"fault","kind":"garbage","what":1})") == "fault.what: expected a string");
 }
 
 TEST_CASE("guest message decode errors name the field") {
@@ -335,14 +386,72 @@ TEST_CASE("a host line over max_line_bytes is a protocol error, one of exactly t
   CHECK(r.err().message == "line is longer than 1048576 bytes");
 }
 
-TEST_CASE("guest lines may be longer than max_line_bytes up to max_guest_line_bytes") {
-  call_result r;
-  r.id = 1;
-  std::string big;
-  json::writer w(big);
-  w.begin_object().field("content", std::string(3 << 20, 'y')).end_object();
-  r.result_json = big;
-  CHECK(round_trip_guest(r).result_json.size() == big.size());
+TEST_CASE("a guest line over max_guest_line_bytes (1 MiB) is a protocol error, one of exactly that size is not") {
+  CHECK(max_guest_line_bytes == std::size_t{1} << 20);
+  const std::string head = R"({"type":"result","id":1,"ok":true,"result":{"content":")";
+  const std::string tail = R"("}})";
+  const std::size_t ys = max_guest_line_bytes - head.size() - tail.size();
+  std::string line = head + std::string(ys, 'y') + tail;
+  REQUIRE(line.size() == max_guest_line_bytes);
+  auto ok = decode_guest_message(line + "\n");
+  REQUIRE_MESSAGE(ok, (ok ? "" : ok.err().message));
+  CHECK(std::get<call_result>(*ok).result_json == "{\"content\":\"" + std::string(ys, 'y') + "\"}");
+  line.insert(head.size(), "y");
+  auto r = decode_guest_message(line);
+  REQUIRE_FALSE(r);
+  CHECK(r.err().message == "line is longer than 1048576 bytes");
+}
+
+TEST_CASE("fit_result_line keeps a result line of exactly the limit and replaces a longer one with too_large") {
+  const std::string prefix = "{\"type\":\"heartbeat\",\"seq\":1,\"memory_bytes\":1,\"uptime_ms\":1}\n";
+  auto result_of = [](std::size_t content) {
+    std::string out;
+    encode_result_ok(9, "{\"c\":\"" + std::string(content, 'q') + "\"}", out);
+    return out;
+  };
+  // Find the content size that makes the line exactly max_guest_line_bytes.
+  const std::size_t overhead = result_of(0).size() - 1;
+  std::string out = prefix;
+  std::string exact = result_of(max_guest_line_bytes - overhead);
+  REQUIRE(exact.size() == max_guest_line_bytes + 1);
+  out += exact;
+  CHECK_FALSE(fit_result_line(out, prefix.size(), 9));
+  CHECK(out.size() == prefix.size() + exact.size());
+
+  out = prefix + result_of(max_guest_line_bytes - overhead + 1);
+  CHECK(fit_result_line(out, prefix.size(), 9));
+  CHECK(out.starts_with(prefix)); // what came before is untouched
+  auto r = decode_guest_message(std::string_view(out).substr(prefix.size()));
+  REQUIRE(r);
+  auto& res = std::get<call_result>(*r);
+  CHECK(res.id == 9);
+  CHECK_FALSE(res.ok);
+  CHECK(res.error.code == tool_errc::too_large);
+  CHECK(res.error.message == "the result is 1048577 bytes as JSON, over the 1048576-byte line limit");
+}
+
+TEST_CASE("error and protocol_error messages are cut to max_message_bytes at a character boundary") {
+  std::string huge = "unknown tool \"" + std::string(100000, 'x') + "\u20ac\"";
+  std::string out;
+  encode_result_error(3, tool_errc::unknown_tool, huge, out);
+  CHECK(out.size() < max_message_bytes + 100);
+  auto r = decode_guest_message(out);
+  REQUIRE(r);
+  auto msg = std::get<call_result>(*r).error.message;
+  CHECK(msg.starts_with("unknown tool \"xxx"));
+  CHECK(msg.ends_with("..."));
+  CHECK(escaped(msg).size() <= max_message_bytes);
+
+  // Control characters escape to six bytes each: the cut counts escaped bytes.
+  std::string ctl(10000, '\x01');
+  auto p = round_trip_guest(protocol_error{ctl});
+  CHECK(p.message.ends_with("..."));
+  CHECK(escaped(p.message).size() <= max_message_bytes);
+  CHECK(escaped(p.message).size() > max_message_bytes - 6);
+
+  // Short messages are untouched.
+  protocol_error small{"call.id: missing"};
+  CHECK(round_trip_guest(small) == small);
 }
 
 TEST_CASE("tool error codes and fault kinds convert to and from their names") {
@@ -351,5 +460,9 @@ TEST_CASE("tool error codes and fault kinds convert to and from their names") {
   CHECK_FALSE(tool_errc_from_string("nope").has_value());
   CHECK(to_string(fault_kind::fork_bomb) == "fork_bomb");
   CHECK(fault_kind_from_string("disk_fill") == fault_kind::disk_fill);
+  CHECK(fault_kind_from_string("garbage") == fault_kind::garbage);
   CHECK_FALSE(fault_kind_from_string("meteor").has_value());
+  CHECK(to_string(garbage_kind::unknown_type) == "unknown_type");
+  CHECK(garbage_kind_from_string("oversized") == garbage_kind::oversized);
+  CHECK_FALSE(garbage_kind_from_string("noise").has_value());
 }

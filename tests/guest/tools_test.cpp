@@ -122,6 +122,15 @@ std::string jstr(std::string_view s) {
   return out;
 }
 
+/// The result object of a successful result line (as call_raw returns it).
+std::string ok_body(const std::string& line) {
+  auto res = decode_guest_message(line);
+  REQUIRE_MESSAGE(res, "bad line: " << (res ? "" : res.err().message));
+  const auto& r = std::get<call_result>(*res);
+  REQUIRE_MESSAGE(r.ok, "the call failed: " << to_string(r.error.code) << ": " << r.error.message);
+  return r.result_json;
+}
+
 /// The running guest and our end of its channel.
 class guest_proc {
 public:
@@ -202,6 +211,32 @@ public:
       REQUIRE_MESSAGE(n > 0, "read: " << std::strerror(errno));
       buf_.append(chunk, static_cast<std::size_t>(n));
     }
+  }
+
+  /// The next line that is not a heartbeat, as it came (newline included).
+  std::string recv_raw() {
+    while (true) {
+      auto line = recv_line();
+      REQUIRE_MESSAGE(line.has_value(), "the guest closed the channel");
+      auto msg = decoder_.decode_guest(*line);
+      if (msg && std::holds_alternative<heartbeat>(*msg)) {
+        ++heartbeats_;
+        continue;
+      }
+      return std::move(*line);
+    }
+  }
+
+  /// Sends a call and returns its result line as it came (newline included).
+  std::string call_raw(std::string tool, std::string args) {
+    uint64_t id = next_id_++;
+    send(call{id, std::move(tool), std::move(args)});
+    auto line = recv_raw();
+    auto r = decoder_.decode_guest(line);
+    REQUIRE_MESSAGE(r, "bad line from the guest: " << (r ? "" : r.err().message));
+    REQUIRE(std::holds_alternative<call_result>(*r));
+    REQUIRE(std::get<call_result>(*r).id == id);
+    return line;
   }
 
   /// The next message; heartbeats are counted and skipped unless asked for.
@@ -369,6 +404,32 @@ TEST_CASE("read_file honours offset and max_bytes and says when it truncated") {
   CHECK_FALSE(end.boolean("truncated"));
   json_doc past(f.g.ok("read_file", obj({{"path", jstr("digits")}, {"offset", "100"}})));
   CHECK(past.str("content") == "");
+}
+
+TEST_CASE("read_file returns at most 512 KiB a call, by default and when asked for more") {
+  fixture f;
+  f.ws.write("big.txt", std::string(3u << 20, 't'));
+  for (auto args : {obj({{"path", jstr("big.txt")}}),
+                    obj({{"path", jstr("big.txt")}, {"max_bytes", std::to_string(8u << 20)}})}) {
+    json_doc r(f.g.ok("read_file", args));
+    CHECK(r.num("bytes") == (512 << 10));
+    CHECK(r.str("content").size() == (512u << 10));
+    CHECK(r.num("size") == (3 << 20));
+    CHECK(r.boolean("truncated"));
+  }
+}
+
+TEST_CASE("read_file of 512 KiB of binary bytes sends base64 on one line under 1 MiB") {
+  fixture f;
+  std::string bytes;
+  for (std::size_t i = 0; i < (1u << 20); ++i) bytes += static_cast<char>((i * 131 + 7) % 256);
+  f.ws.write("blob", bytes);
+  auto line = f.g.call_raw("read_file", obj({{"path", jstr("blob")}, {"max_bytes", std::to_string(1u << 20)}}));
+  CHECK(line.size() - 1 <= max_guest_line_bytes);
+  json_doc r(ok_body(line));
+  CHECK(r.str("encoding") == "base64");
+  CHECK(r.num("bytes") == (512 << 10));
+  CHECK(r.boolean("truncated"));
 }
 
 TEST_CASE("read_file cut inside a multi-byte character stays text and says how many bytes it sent") {
@@ -552,6 +613,55 @@ TEST_CASE("search stops at max_results and says it truncated") {
 
 // --- confinement ---------------------------------------------------------------------
 
+TEST_CASE("search stops adding matches before its result passes 768 KiB and says it truncated") {
+  fixture f;
+  std::string text;
+  for (int i = 0; i < 3000; ++i) text += std::string(1000, 'a') + " needle\n";
+  f.ws.write("many.txt", text);
+  auto line = f.g.call_raw("search", obj({{"pattern", jstr("needle")}, {"max_results", "10000"}}));
+  CHECK(line.size() - 1 <= max_guest_line_bytes);
+  const auto body = ok_body(line);
+  CHECK(body.size() <= (768u << 10) + 32);
+  json_doc r(body);
+  CHECK(r.boolean("truncated"));
+  simdjson::dom::array matches;
+  REQUIRE_FALSE(r["matches"].get_array().get(matches));
+  CHECK(matches.size() > 500);
+  CHECK(matches.size() < 3000);
+}
+
+TEST_CASE("list_directory stops adding entries before its result passes 768 KiB and says it truncated") {
+  fixture f;
+  // Names of control characters escape to six bytes per byte.
+  for (int i = 0; i < 1000; ++i) {
+    auto name = std::string(200, '\x01') + std::to_string(i);
+    std::ofstream((f.ws.path / name).string()) << "x";
+  }
+  auto line = f.g.call_raw("list_directory", "{}");
+  CHECK(line.size() - 1 <= max_guest_line_bytes);
+  const auto body = ok_body(line);
+  CHECK(body.size() <= (768u << 10) + 32);
+  json_doc r(body);
+  CHECK(r.boolean("truncated"));
+  simdjson::dom::array entries;
+  REQUIRE_FALSE(r["entries"].get_array().get(entries));
+  CHECK(entries.size() > 100);
+  CHECK(entries.size() < 1000);
+}
+
+TEST_CASE("an error that quotes a huge tool name is cut to 4 KiB, and the guest carries on") {
+  fixture f;
+  auto line = f.g.call_raw(std::string(500000, 'T'), "{}");
+  CHECK(line.size() < max_message_bytes + 200);
+  auto res = decode_guest_message(line);
+  REQUIRE(res);
+  const auto& r = std::get<call_result>(*res);
+  CHECK(r.error.code == tool_errc::unknown_tool);
+  CHECK(r.error.message.starts_with("unknown tool \"TTT"));
+  CHECK(r.error.message.ends_with("..."));
+  f.g.ok("list_directory", "{}");
+}
+
 TEST_CASE("paths that leave the workspace are refused with path_escape") {
   fixture f;
   fs::create_symlink("/etc", f.ws.path / "etc");
@@ -631,13 +741,27 @@ TEST_CASE("execute_command kills a command that outlives timeout_ms, with its pr
   CHECK(process_gone(bg));
 }
 
-TEST_CASE("execute_command truncates output beyond 1 MiB per stream") {
+TEST_CASE("execute_command keeps 256 KiB per stream and says it truncated the rest") {
   fixture f;
   json_doc r(f.g.ok("execute_command",
-                    obj({{"argv", R"(["sh","-c","head -c 3000000 /dev/zero | tr '\\0' a"])"}})));
+                    obj({{"argv", R"(["sh","-c","head -c 3000000 /dev/zero | tr '\\0' a; head -c 3000000 /dev/zero | tr '\\0' b >&2"])"}})));
   CHECK(r.num("exit_code") == 0);
   CHECK(r.boolean("truncated"));
-  CHECK(r.str("stdout").size() == (1u << 20));
+  CHECK(r.str("stdout") == std::string(256u << 10, 'a'));
+  CHECK(r.str("stderr") == std::string(256u << 10, 'b'));
+}
+
+TEST_CASE("execute_command cuts output dense in control characters so its result fits one 1 MiB line") {
+  fixture f;
+  // NUL bytes escape to \u0000 (6 bytes): 256 KiB of them would be 1.5 MiB.
+  auto line = f.g.call_raw("execute_command",
+                           obj({{"argv", R"(["sh","-c","head -c 300000 /dev/zero; head -c 300000 /dev/zero >&2"])"}}));
+  CHECK(line.size() - 1 <= max_guest_line_bytes);
+  json_doc r(ok_body(line));
+  CHECK(r.boolean("truncated"));
+  // As many whole characters as fit 384 KiB of JSON string: (393216 - 2) / 6.
+  CHECK(r.str("stdout") == std::string(65535, '\0'));
+  CHECK(r.str("stderr") == std::string(65535, '\0'));
 }
 
 TEST_CASE("execute_command runs in cwd and feeds stdin") {
@@ -795,7 +919,62 @@ TEST_CASE("faults are refused without --allow-faults") {
   no_id.kind = fault_kind::abort;
   f.g.send(no_id);
   CHECK(f.g.expect<protocol_error>().message.find("faults are disabled") != std::string::npos);
+  fault garbage;
+  garbage.kind = fault_kind::garbage;
+  garbage.what = garbage_kind::malformed;
+  garbage.id = 78;
+  f.g.send(garbage);
+  auto g = f.g.expect<call_result>(); // a good line, not the garbage
+  CHECK(g.id == 78);
+  CHECK(g.error.code == tool_errc::faults_disabled);
   f.g.ok("list_directory", "{}"); // still alive
+}
+
+TEST_CASE("garbage faults make the guest write each kind of bad line, report it, and carry on") {
+  fixture f({"--allow-faults"});
+  uint64_t id = 1000;
+  for (auto what : {garbage_kind::malformed, garbage_kind::oversized, garbage_kind::unknown_type,
+                    garbage_kind::orphan_result}) {
+    CAPTURE(to_string(what));
+    fault x;
+    x.kind = fault_kind::garbage;
+    x.what = what;
+    x.id = ++id;
+    f.g.send(x);
+    auto bad = f.g.recv_raw();
+    REQUIRE(bad.back() == '\n');
+    const std::size_t bytes = bad.size() - 1;
+    auto decoded = decode_guest_message(bad);
+    switch (what) {
+      case garbage_kind::malformed:
+        REQUIRE_FALSE(decoded);
+        CHECK(decoded.err().message.starts_with("line is not valid JSON: "));
+        break;
+      case garbage_kind::oversized:
+        CHECK(bytes == max_guest_line_bytes + 1);
+        REQUIRE_FALSE(decoded);
+        CHECK(decoded.err().message == "line is longer than 1048576 bytes");
+        // But for its size it is a heartbeat: only the length is wrong.
+        CHECK(bad.starts_with("{\"type\":\"heartbeat\","));
+        break;
+      case garbage_kind::unknown_type:
+        REQUIRE_FALSE(decoded);
+        CHECK(decoded.err().message == "unknown message type \"teleport\"");
+        break;
+      case garbage_kind::orphan_result:
+        REQUIRE(decoded);
+        CHECK(std::get<call_result>(*decoded).id == garbage_result_id);
+        break;
+    }
+    auto report = f.g.expect<call_result>();
+    CHECK(report.id == id);
+    REQUIRE(report.ok);
+    json_doc d(report.result_json);
+    CHECK(d.str("kind") == "garbage");
+    CHECK(d.str("what") == to_string(what));
+    CHECK(d.num("bytes") == static_cast<int64_t>(bytes));
+  }
+  f.g.ok("list_directory", "{}"); // the guest itself is fine
 }
 
 TEST_CASE("fault exit with code 7 makes the guest exit with status 7 when faults are allowed") {

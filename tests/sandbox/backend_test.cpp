@@ -5,6 +5,7 @@
 #include "sandbox_backend.hpp"
 
 #include "agentvisor/guest_protocol.hpp"
+#include "agentvisor/guest_session.hpp"
 
 #include <caf/all.hpp>
 #include <doctest/doctest.h>
@@ -112,12 +113,119 @@ struct fixture {
                           const std::string& args) {
     static uint64_t next = 1;
     auto id = next++;
-    io.write(a.channel, guest::encode(guest::call{id, tool, args}) + "\n");
+    io.write(a.channel, guest::encode(guest::call{id, tool, args}));
     for (;;) {
       auto m = next_line(a.channel);
       if (auto* r = std::get_if<guest::call_result>(&m); r && r->id == id)
         return *r;
     }
+  }
+
+  // --- an owner with a guest_session, as the vm_actor will be ---------------
+
+  // Feeds the channel's lines, and its close, to `session` until it gives an
+  // event that is not a heartbeat, or a protocol error. `closed_reason` gets
+  // the reason of an io::stream_closed on the way.
+  agentvisor::result<guest::session_event> next_event(guest::guest_session& session,
+                                                      io::handle_id channel,
+                                                      std::optional<std::string>* closed_reason = nullptr) {
+    for (;;) {
+      std::optional<agentvisor::result<guest::session_event>> r;
+      bool timeout = false;
+      self->receive(
+        [&](io::stream_line& l) {
+          REQUIRE(l.id == channel);
+          r.emplace(session.on_line(l.line));
+        },
+        [&](io::stream_closed& c) {
+          REQUIRE(c.id == channel);
+          if (closed_reason)
+            *closed_reason = c.reason;
+          r.emplace(session.on_closed(c.reason));
+        },
+        caf::after(10s) >> [&] { timeout = true; });
+      REQUIRE_FALSE_MESSAGE(timeout, "nothing from the guest within 10 s");
+      if (!*r || !std::holds_alternative<guest::heartbeat>(**r))
+        return std::move(*r);
+    }
+  }
+
+  // The next event, which must not be a protocol error.
+  guest::session_event expect_event(guest::guest_session& session, io::handle_id channel) {
+    auto r = next_event(session, channel);
+    REQUIRE_MESSAGE(r, "protocol error: " << (r ? "" : r.err().message));
+    return std::move(*r);
+  }
+
+  // Spawns an agent (faults allowed) whose session has seen hello and ready.
+  agent_started spawn_ready(const std::string& id, guest::guest_session& session) {
+    auto a = spawn(spec(id, 128, true));
+    REQUIRE_MESSAGE(a, sys.render(a.error()));
+    CHECK(std::holds_alternative<guest::hello>(expect_event(session, a->channel)));
+    CHECK(std::holds_alternative<guest::ready>(expect_event(session, a->channel)));
+    REQUIRE(session.phase() == guest::session_phase::ready);
+    CHECK(session.peer()->version == guest::protocol_version);
+    return *a;
+  }
+
+  // Sends a call through the session and returns its id.
+  uint64_t send_call(const agent_started& a, guest::guest_session& session,
+                     const std::string& tool, const std::string& args) {
+    auto c = session.call(tool, args);
+    REQUIRE_MESSAGE(c, c.err().message);
+    io.write(a.channel, std::move(c->line));
+    return c->id;
+  }
+
+  // The owner's answer to a protocol error: kill the agent through the
+  // backend and wait for it to be gone.
+  agent_exited kill_and_await(const agent_started& a) {
+    self->send(backend, kill_atom::value, a.id);
+    return await_exit(a.id).exited;
+  }
+
+  // After a misbehaving guest: a new agent spawns and answers a call.
+  void backend_still_spawns(const std::string& id) {
+    guest::guest_session session;
+    auto a = spawn_ready(id, session);
+    auto cid = send_call(a, session, "list_directory", "{}");
+    auto ev = expect_event(session, a.channel);
+    REQUIRE(std::holds_alternative<guest::call_result>(ev));
+    CHECK(std::get<guest::call_result>(ev).id == cid);
+    CHECK(std::get<guest::call_result>(ev).ok);
+    self->send(backend, kill_atom::value, a.id);
+    CHECK(await_exit(a.id).exited.signal == SIGKILL);
+  }
+
+  // A guest told to write one bad line, with a command running and the
+  // fault's report pending: the session's protocol error message, checked by
+  // the caller; the owner kills the agent, every pending call is answered
+  // (fail_all_pending names both), and the backend spawns the next agent.
+  std::string misbehave(const std::string& id, guest::garbage_kind what) {
+    guest::guest_session session;
+    auto a = spawn_ready(id, session);
+    auto running = send_call(a, session, "execute_command", R"({"argv":["sleep","30"]})");
+    guest::fault f;
+    f.kind = guest::fault_kind::garbage;
+    f.what = what;
+    auto sent = session.fault(f);
+    REQUIRE(sent.id != 0);
+    io.write(a.channel, std::move(sent.line));
+    std::optional<std::string> closed;
+    auto r = next_event(session, a.channel, &closed);
+    REQUIRE_MESSAGE(!r, "no protocol error; got event #" << r->index());
+    CHECK(session.failed());
+    // What the owner does: kill, answer every call in flight, carry on.
+    auto exited = kill_and_await(a);
+    CHECK(exited.id == id);
+    if (closed) // the channel closed first: the guest may have exited on EOF
+      CHECK((exited.signal == SIGKILL || (exited.signal == 0 && exited.exit_code == 0)));
+    else
+      CHECK(exited.signal == SIGKILL);
+    CHECK_FALSE(exited.oom);
+    CHECK(session.fail_all_pending() == std::vector<uint64_t>{running, sent.id});
+    backend_still_spawns(id + "-next");
+    return r.err().message;
   }
 
   // Collects what the backend and the channel send until agent_exited.
@@ -268,6 +376,59 @@ TEST_CASE_FIXTURE(fixture, "when the template process dies the backend restarts 
   ready(*a);
   self->send(backend, kill_atom::value, a->id);
   await_exit(a->id);
+}
+
+// --- bad input from a guest: protocol error, agent terminated, supervisor carries on ---
+
+TEST_CASE_FIXTURE(fixture, "a guest writing a malformed line is a protocol error: its owner kills it and the backend spawns the next agent") {
+  auto m = misbehave("bad1", guest::garbage_kind::malformed);
+  CHECK_MESSAGE(m.starts_with("line is not valid JSON: "), m);
+}
+
+TEST_CASE_FIXTURE(fixture, "a guest writing an unknown message type is a protocol error naming it: its owner kills it and the backend carries on") {
+  CHECK(misbehave("bad2", guest::garbage_kind::unknown_type) == "unknown message type \"teleport\"");
+}
+
+TEST_CASE_FIXTURE(fixture, "a guest writing a result for no call is a protocol error naming the id: its owner kills it and the backend carries on") {
+  CHECK(misbehave("bad3", guest::garbage_kind::orphan_result) ==
+        "result for id 18446744073709551615, which no call is waiting for");
+}
+
+TEST_CASE_FIXTURE(fixture, "a guest line over 1 MiB closes the channel with 'line over', the session makes it a protocol error, and the backend carries on") {
+  guest::guest_session session;
+  auto a = spawn_ready("bad4", session);
+  guest::fault f;
+  f.kind = guest::fault_kind::garbage;
+  f.what = guest::garbage_kind::oversized;
+  io.write(a.channel, session.fault(f).line);
+  std::optional<std::string> closed;
+  auto r = next_event(session, a.channel, &closed);
+  REQUIRE_MESSAGE(closed, "the channel did not close");
+  CHECK(*closed == "line over 1048576 bytes");
+  REQUIRE_FALSE(r);
+  CHECK(r.err().message == "the guest sent a line over 1048576 bytes");
+  CHECK(session.failed());
+  auto exited = kill_and_await(a);
+  CHECK((exited.signal == SIGKILL || (exited.signal == 0 && exited.exit_code == 0)));
+  backend_still_spawns("bad4-next");
+}
+
+TEST_CASE_FIXTURE(fixture, "a well-behaved guest's lines through a session are events only, up to its bye") {
+  guest::guest_session session;
+  auto a = spawn_ready("good1", session);
+  auto id = send_call(a, session, "write_file", R"({"path":"n.txt","content":"hi"})");
+  auto ev = expect_event(session, a.channel);
+  REQUIRE(std::holds_alternative<guest::call_result>(ev));
+  CHECK(std::get<guest::call_result>(ev).id == id);
+  CHECK(session.pending_count() == 0);
+  io.write(a.channel, session.shutdown());
+  CHECK(std::holds_alternative<guest::bye>(expect_event(session, a.channel)));
+  auto closed = expect_event(session, a.channel);
+  REQUIRE(std::holds_alternative<guest::channel_closed>(closed));
+  CHECK(std::get<guest::channel_closed>(closed).reason.empty());
+  auto e = await_exit("good1");
+  CHECK(e.exited.exit_code == 0);
+  CHECK(e.exited.signal == 0);
 }
 
 TEST_CASE("start-up removes cgroups a dead supervisor of the same instance left, and a second supervisor of that instance is refused") {

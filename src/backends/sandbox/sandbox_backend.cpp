@@ -4,6 +4,7 @@
 #include "sandbox.hpp"
 #include "template.hpp"
 
+#include "agentvisor/guest_protocol.hpp"
 #include "agentvisor/log.hpp"
 
 #include <caf/all.hpp>
@@ -335,6 +336,19 @@ caf::error backend_error(const std::string& text) {
   return caf::make_error(caf::sec::runtime_error, text);
 }
 
+// The agent a watch or timer belongs to, or nullptr for a late message about
+// an agent that is already gone. `forget` drops the handle's entry (a
+// process watch or a timer is dead once it reported).
+agent_rec* agent_of(backend_state& st, io::handle_id id, bool forget) {
+  auto h = st.handles.find(id);
+  if (h == st.handles.end())
+    return nullptr;
+  auto it = st.agents.find(h->second);
+  if (forget)
+    st.handles.erase(h);
+  return it == st.agents.end() ? nullptr : &it->second;
+}
+
 int pidfd_open(pid_t pid) {
   return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
 }
@@ -446,7 +460,9 @@ caf::error begin_spawn(self_ptr self, const agent_spec& spec, const caf::actor& 
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return cleanup(std::string{"socketpair for the channel: "} + std::strerror(errno));
-  a.channel = st.io->open_line_stream(owner, sv[0]);
+  // The guest's lines go straight to the owner; one over the protocol's
+  // limit closes the channel ("line over 1048576 bytes").
+  a.channel = st.io->open_line_stream(owner, sv[0], guest::max_guest_line_bytes);
 
   spawn_request req;
   req.req = ++st.next_req;
@@ -623,14 +639,10 @@ sandbox_actor::behavior_type running(self_ptr self) {
                                  + std::to_string(m.term_signal));
         return;
       }
-      auto h = st.handles.find(m.id);
-      if (h == st.handles.end())
+      auto* ap = agent_of(st, m.id, true);
+      if (!ap)
         return;
-      auto it = st.agents.find(h->second);
-      st.handles.erase(h);
-      if (it == st.agents.end())
-        return;
-      auto& a = it->second;
+      auto& a = *ap;
       a.proc_watch = 0;
       a.exited = true;
       a.exit_code = static_cast<int>(m.exit_status);
@@ -653,13 +665,10 @@ sandbox_actor::behavior_type running(self_ptr self) {
     },
     [=](io::fd_ready& m) {
       auto& st = self->state;
-      auto h = st.handles.find(m.id);
-      if (h == st.handles.end())
+      auto* ap = agent_of(st, m.id, false);
+      if (!ap || ap->oom_watch != m.id)
         return;
-      auto it = st.agents.find(h->second);
-      if (it == st.agents.end() || it->second.oom_watch != m.id)
-        return;
-      auto& a = it->second;
+      auto& a = *ap;
       a.oom_seen = true;
       auto u = a.cgroup.usage();
       a.peak_bytes = u ? u->memory_peak_bytes : a.limit_bytes;
@@ -670,14 +679,10 @@ sandbox_actor::behavior_type running(self_ptr self) {
     },
     [=](io::timer_fired& m) {
       auto& st = self->state;
-      auto h = st.handles.find(m.id);
-      if (h == st.handles.end())
+      auto* ap = agent_of(st, m.id, true);
+      if (!ap)
         return;
-      auto it = st.agents.find(h->second);
-      st.handles.erase(h);
-      if (it == st.agents.end())
-        return;
-      auto& a = it->second;
+      auto& a = *ap;
       a.timer = 0;
       if (!a.exited) {
         if (a.proc_watch) // the grace period of a stop ran out
