@@ -75,29 +75,33 @@ result<uint64_t> read_number(const std::string& path) {
   return v;
 }
 
-// Sends SIGKILL to every process listed in <dir>/cgroup.procs until it is
-// empty. Bounded: a fork bomb is held by the pids limit, and each round
-// kills what exists.
+// Sends SIGKILL to every process listed in <dir>/cgroup.procs, again for
+// any that appear meanwhile (a fork in progress), until a round finds only
+// processes already signalled: those are dying (a killed process stays
+// listed until it is reaped). Bounded, since a fork bomb is held by the
+// pids limit.
 result<void> kill_procs(const std::string& dir) {
-  for (int round = 0; round < 50; ++round) {
+  std::vector<int> signalled;
+  for (int round = 0; round < 100; ++round) {
     auto procs = read_file(dir + "/cgroup.procs");
     if (!procs)
       return std::move(procs).err();
-    bool any = false;
+    bool fresh = false;
     for (auto line : split(*procs, '\n')) {
       int pid = 0;
-      if (std::from_chars(line.data(), line.data() + line.size(), pid).ec
-            == std::errc{}
-          && pid > 0) {
-        ::kill(pid, SIGKILL);
-        any = true;
-      }
+      if (std::from_chars(line.data(), line.data() + line.size(), pid).ec != std::errc{}
+          || pid <= 0)
+        continue;
+      if (std::find(signalled.begin(), signalled.end(), pid) != signalled.end())
+        continue;
+      ::kill(pid, SIGKILL);
+      signalled.push_back(pid);
+      fresh = true;
     }
-    if (!any)
+    if (!fresh)
       return {};
-    std::this_thread::yield();
   }
-  return error{dir + ": processes keep appearing after 50 kill rounds"};
+  return error{dir + ": new processes kept appearing through 100 kill rounds"};
 }
 
 std::vector<std::string> list_subdirs(const std::string& dir) {
