@@ -13,6 +13,8 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <unordered_set>
+#include <utility>
 
 namespace agentvisor::sandbox {
 
@@ -75,33 +77,34 @@ result<uint64_t> read_number(const std::string& path) {
   return v;
 }
 
-// Sends SIGKILL to every process listed in <dir>/cgroup.procs, again for
-// any that appear meanwhile (a fork in progress), until a round finds only
-// processes already signalled: those are dying (a killed process stays
-// listed until it is reaped). Bounded, since a fork bomb is held by the
-// pids limit.
+// Sends SIGKILL to every process listed in <dir>/cgroup.procs. Does not
+// wait for them to exit: a killed process stays listed until it has, which
+// can take longer than any fixed number of re-reads (a large address space
+// to tear down, a busy machine), so the caller retries remove() on EBUSY.
+// Re-reads until the list shows no process it has not signalled, which
+// also catches a child forked just before its parent was killed (a process
+// with SIGKILL pending forks no more). Bounded: a fork bomb is held by the
+// pids limit, and each round kills what exists.
 result<void> kill_procs(const std::string& dir) {
-  std::vector<int> signalled;
-  for (int round = 0; round < 100; ++round) {
+  std::unordered_set<int> signalled;
+  for (int round = 0; round < 50; ++round) {
     auto procs = read_file(dir + "/cgroup.procs");
     if (!procs)
       return std::move(procs).err();
     bool fresh = false;
     for (auto line : split(*procs, '\n')) {
       int pid = 0;
-      if (std::from_chars(line.data(), line.data() + line.size(), pid).ec != std::errc{}
-          || pid <= 0)
-        continue;
-      if (std::find(signalled.begin(), signalled.end(), pid) != signalled.end())
-        continue;
-      ::kill(pid, SIGKILL);
-      signalled.push_back(pid);
-      fresh = true;
+      if (std::from_chars(line.data(), line.data() + line.size(), pid).ec
+            == std::errc{}
+          && pid > 0 && signalled.insert(pid).second) {
+        ::kill(pid, SIGKILL);
+        fresh = true;
+      }
     }
     if (!fresh)
       return {};
   }
-  return error{dir + ": new processes kept appearing through 100 kill rounds"};
+  return error{dir + ": new processes kept appearing through 50 kill rounds"};
 }
 
 std::vector<std::string> list_subdirs(const std::string& dir) {
