@@ -26,6 +26,8 @@ constexpr const char* usage =
   "  --allow-faults       honour `fault` messages (chaos testing only)\n"
   "  --template           be the template process: clone sandboxes on\n"
   "                       requests from the supervisor on fd 3\n"
+  "  --netns-pool N       (template) network namespaces kept ready, 0 for\n"
+  "                       none (default 4)\n"
   "  --version            print the version and exit\n"
   "  --help               print this and exit\n";
 
@@ -58,6 +60,8 @@ int sandbox_guest(const agentvisor::sandbox::spawn_request& r) {
 
 int main(int argc, char** argv) {
   agentvisor::guest::agent_options opts;
+  agentvisor::sandbox::template_options template_opts;
+  bool template_mode = false;
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     std::string_view value;
@@ -81,9 +85,12 @@ int main(int argc, char** argv) {
       std::puts("agentvisor-guest " AGENTVISOR_VERSION);
       return 0;
     }
-    if (arg == "--template")
-      return agentvisor::sandbox::run_template(3, sandbox_guest);
-    if (arg == "--allow-faults") {
+    if (arg == "--template") {
+      template_mode = true;
+    } else if (arg == "--netns-pool") {
+      if (!take() || !parse_number(value, template_opts.netns_pool) || template_opts.netns_pool > 64)
+        return bad("--netns-pool", value);
+    } else if (arg == "--allow-faults") {
       opts.allow_faults = true;
     } else if (arg == "--workspace") {
       if (!take() || value.empty()) return bad("--workspace", value);
@@ -102,5 +109,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (template_mode)
+    return agentvisor::sandbox::run_template(3, sandbox_guest, template_opts);
   return agentvisor::guest::run_agent(opts);
 }

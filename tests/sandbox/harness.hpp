@@ -28,6 +28,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace harness {
 
@@ -166,7 +167,10 @@ public:
     return std::nullopt;
   }
 
-  sandbox_host(const std::string& guest_path, const std::string& instance)
+  /// `template_args` go to `agentvisor-guest --template` after that flag
+  /// (e.g. "--netns-pool", "0").
+  sandbox_host(const std::string& guest_path, const std::string& instance,
+               const std::vector<std::string>& template_args = {})
     : instance_(instance) {
     auto layout = sb::detect_cgroups();
     if (!layout)
@@ -183,9 +187,12 @@ public:
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
-    const char* argv[] = {guest_path.c_str(), "--template", nullptr};
+    std::vector<const char*> argv{guest_path.c_str(), "--template"};
+    for (const auto& a : template_args)
+      argv.push_back(a.c_str());
+    argv.push_back(nullptr);
     int rc = posix_spawn(&template_pid_, guest_path.c_str(), &fa, nullptr,
-                         const_cast<char* const*>(argv), environ);
+                         const_cast<char* const*>(argv.data()), environ);
     posix_spawn_file_actions_destroy(&fa);
     ::close(sv[1]);
     if (rc != 0)
@@ -220,9 +227,22 @@ public:
     uint32_t heartbeat_ms = 1000;
   };
 
+  /// Where a spawn's time went, for benchmarks: steady_clock readings taken
+  /// before the cgroup is created, once the host-side preparation (cgroup,
+  /// OOM fd, workspace, socketpair) is done, once the request is sent, and
+  /// once the template's reply has arrived.
+  struct spawn_timing {
+    std::chrono::steady_clock::time_point start, prepared, sent, replied;
+  };
+
   /// Spawns an agent; the reply (spawned or failed) has arrived on return.
-  /// Throws with the template's error text on failure.
-  std::unique_ptr<agent> spawn(const std::string& id, const options& o) {
+  /// Throws with the template's error text on failure. Fills `timing` when
+  /// given.
+  std::unique_ptr<agent> spawn(const std::string& id, const options& o,
+                               spawn_timing* timing = nullptr) {
+    using clock = std::chrono::steady_clock;
+    if (timing)
+      timing->start = clock::now();
     auto a = std::make_unique<agent>();
     a->id = id;
     auto cg = sb::agent_cgroup::create(inst_, id, {o.memory_bytes, o.pids, 100});
@@ -261,7 +281,11 @@ public:
     }
     req.guest.allow_faults = o.allow_faults;
     req.guest.heartbeat_ms = o.heartbeat_ms;
+    if (timing)
+      timing->prepared = clock::now();
     auto sent = sb::send_spawn_request(control_, req);
+    if (timing)
+      timing->sent = clock::now();
     ::close(sv[1]);
     if (cgroup_fd_ >= 0) {
       ::close(cgroup_fd_);
@@ -270,6 +294,8 @@ public:
     if (!sent)
       throw std::runtime_error(sent.err().message);
     auto line = replies_->next();
+    if (timing)
+      timing->replied = clock::now();
     if (!line)
       throw std::runtime_error("template sent no reply for " + id);
     auto r = sb::decode_spawn_reply(*line);

@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 
 #include <algorithm>
+#include <set>
 #include <fstream>
 #include <sstream>
 
@@ -172,6 +173,50 @@ TEST_CASE_FIXTURE(fixture, "escape attempts from inside fail") {
   ::waitpid(p, nullptr, 0);
   // The agent survives its command's bomb.
   CHECK(a.call("list_directory", R"({"path":"."})").ok);
+}
+
+// The template hands out pre-made network namespaces (netns_pool); that path
+// must give what clone gave.
+TEST_CASE_FIXTURE(fixture, "every sandbox has a network namespace of its own with only lo, up, pooled or not") {
+  char host_ns[64] = {};
+  REQUIRE(::readlink("/proc/self/ns/net", host_ns, sizeof host_ns - 1) > 0);
+  // Without the pool: clone makes each.
+  sandbox_host plain{GUEST_PATH, instance_name() + "-plain", {"--netns-pool", "0"}};
+  std::vector<std::unique_ptr<agent>> plain_agents;
+  std::vector<agent*> all;
+  // More spawns than the pool holds, back to back: some pooled, some not.
+  for (int i = 0; i < 6; ++i)
+    all.push_back(&spawn("n" + std::to_string(i)));
+  for (int i = 0; i < 2; ++i) {
+    plain_agents.push_back(plain.spawn("p" + std::to_string(i), {}));
+    REQUIRE(sandbox_host::handshake(*plain_agents.back()));
+    all.push_back(plain_agents.back().get());
+  }
+  std::set<std::string> seen{host_ns};
+  for (agent* a : all) {
+    INFO(a->id);
+    auto ns = a->call("execute_command", R"({"argv":["/bin/readlink","/proc/self/ns/net"]})");
+    REQUIRE(ns.ok);
+    auto at = ns.result_json.find("net:[");
+    REQUIRE(at != std::string::npos);
+    auto link = ns.result_json.substr(at, ns.result_json.find(']', at) + 1 - at);
+    CHECK_MESSAGE(seen.insert(link).second, link, " is the host's or another sandbox's");
+    // Only lo (2 header lines, then one line per interface).
+    auto dev = a->call("execute_command", R"({"argv":["/bin/cat","/proc/net/dev"]})");
+    REQUIRE(dev.ok);
+    CHECK(contains(dev.result_json, "lo:"));
+    auto out = dev.result_json.substr(dev.result_json.find("\"stdout\""));
+    size_t lines = 0;
+    for (size_t p = out.find("\\n"); p != std::string::npos && p < out.find("\"stderr\"");
+         p = out.find("\\n", p + 2))
+      ++lines;
+    CHECK(lines == 3);
+    // lo is up: a connection to a closed port is refused, not unreachable.
+    install_probe(*a);
+    CHECK(contains(probe(*a, {"connect", "1"}), "Connection refused"));
+  }
+  for (auto& a : plain_agents)
+    CHECK(sandbox_host::destroy(*a).empty());
 }
 
 TEST_CASE_FIXTURE(fixture, "a command allocating past a 32 MiB limit is OOM-killed and the guest survives") {

@@ -196,6 +196,9 @@ int child_main(void* p) {
       fail(a, "join cgroup", procs);
     ::close(fd);
   }
+  // A pooled network namespace: joined here, its loopback is up already.
+  if (s.netns_fd >= 0 && ::setns(s.netns_fd, CLONE_NEWNET) != 0)
+    fail(a, "setns network namespace");
   if (s.user_namespace) {
     // A process that changed its uids without an exec since (a root
     // supervisor dropping to a service user, a setuid launcher) is not
@@ -267,7 +270,8 @@ int child_main(void* p) {
   mount_or_fail(a, nullptr, "/", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV);
   if (::sethostname(s.hostname.data(), s.hostname.size()) != 0)
     fail(a, "sethostname");
-  loopback_up(a);
+  if (s.netns_fd < 0)
+    loopback_up(a);
 
   // fds: 0-2 /dev/null, 3 the channel, 4 the memory file; nothing else.
   int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -386,6 +390,12 @@ result<child_process> clone_sandbox(const sandbox_spec& spec,
   int status[2];
   if (::pipe2(status, O_CLOEXEC) != 0)
     return error::from_errno("pipe for sandbox " + spec.agent_id, errno);
+  if (spec.netns_fd >= 0 && spec.user_namespace) {
+    ::close(status[0]);
+    ::close(status[1]);
+    return error{"sandbox " + spec.agent_id
+                 + ": a pooled network namespace cannot be joined from a new user namespace"};
+  }
   child_args a{&spec, &filter, entry, arg, status[1], ::getuid(), ::getgid(),
                spec.rootfs_dir, {}, {}, {}, {}, {}};
   auto uid = std::to_string(spec.user_namespace ? 0 : spec.uid);
@@ -398,8 +408,9 @@ result<child_process> clone_sandbox(const sandbox_spec& spec,
   a.uid_map = "0 " + std::to_string(a.outer_uid) + " 1\n";
   a.gid_map = "0 " + std::to_string(a.outer_gid) + " 1\n";
 
-  uint64_t flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC
-                   | CLONE_NEWUTS | CLONE_PIDFD;
+  uint64_t flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD;
+  if (spec.netns_fd < 0)
+    flags |= CLONE_NEWNET;
   if (spec.user_namespace)
     flags |= CLONE_NEWUSER;
   if (as_sibling)

@@ -49,6 +49,12 @@ struct sandbox_spec {
   int workspace_fd = -1;
   uint64_t workspace_bytes = 256ull << 20;
   uint64_t tmp_bytes = 64ull << 20;
+  /// A network namespace to join (setns) instead of having clone create
+  /// one: a fresh namespace with only `lo`, up (see netns_pool). The caller
+  /// keeps the fd and may close it once clone_sandbox returns. -1: clone
+  /// creates the namespace (CLONE_NEWNET) and the child brings `lo` up.
+  /// Not with user_namespace (the child could not join it).
+  int netns_fd = -1;
   /// cgroup v1: the agent's cgroup.procs files, joined first thing.
   std::vector<std::string> cgroup_procs;
   /// cgroup v2: the agent's cgroup directory fd, for CLONE_INTO_CGROUP.

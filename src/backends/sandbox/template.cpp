@@ -1,5 +1,7 @@
 #include "template.hpp"
 
+#include "netns_pool.hpp"
+
 #include "agentvisor/json.hpp"
 
 #include <simdjson.h>
@@ -228,7 +230,7 @@ void reply(int fd, const spawn_reply& r) {
 
 } // namespace
 
-int run_template(int control_fd, guest_entry entry) {
+int run_template(int control_fd, guest_entry entry, const template_options& opts) {
   g_entry = entry;
   // Terminal signals go to the supervisor, which shuts us down by closing
   // the socket; die with it if it dies.
@@ -240,6 +242,11 @@ int run_template(int control_fd, guest_entry entry) {
     reply(control_fd, {reply_kind::failed, 0, 0, filter.err().message});
     return 1;
   }
+  // An optimisation: without root the pool stays disabled and every
+  // sandbox gets its network namespace from clone.
+  netns_pool pool{opts.netns_pool};
+  while (pool.enabled() && !pool.full())
+    (void) pool.fill_one();
   reply(control_fd, {reply_kind::ready, 0, 0, {}});
 
   std::map<int, pending_setup> pending; // status fd -> request
@@ -250,10 +257,18 @@ int run_template(int control_fd, guest_entry entry) {
     pfds.push_back({control_fd, POLLIN, 0});
     for (const auto& [fd, _] : pending)
       pfds.push_back({fd, POLLIN, 0});
-    if (::poll(pfds.data(), pfds.size(), -1) < 0) {
+    // Refill the pool only while no setup is in flight, so that a reply
+    // never waits behind it; requests that arrive meanwhile come first.
+    bool refill = pool.enabled() && !pool.full() && pending.empty();
+    int ready = ::poll(pfds.data(), pfds.size(), refill ? 0 : -1);
+    if (ready < 0) {
       if (errno == EINTR)
         continue;
       return 1;
+    }
+    if (ready == 0) {
+      (void) pool.fill_one();
+      continue;
     }
     for (size_t i = 1; i < pfds.size(); ++i) {
       if (!pfds[i].revents)
@@ -297,8 +312,12 @@ int run_template(int control_fd, guest_entry entry) {
       reply(control_fd, {reply_kind::failed, 0, 0, req.err().message});
       continue;
     }
+    if (!req->spec.user_namespace)
+      req->spec.netns_fd = pool.take(); // -1 when empty: clone makes one
     auto child = clone_sandbox(req->spec, *filter, sandbox_entry, &*req, true);
     close_all(fds); // the child has its own copies
+    if (req->spec.netns_fd >= 0)
+      ::close(req->spec.netns_fd);
     if (!child) {
       reply(control_fd, {reply_kind::failed, req->req, 0, child.err().message});
       continue;

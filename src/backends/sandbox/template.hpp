@@ -19,6 +19,7 @@
 
 #include "agentvisor/error.hpp"
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -62,8 +63,17 @@ std::string encode_spawn_reply(const spawn_reply& r);
 /// What a sandbox runs once it is set up (the guest's main loop).
 using guest_entry = int (*)(const spawn_request& r);
 
+/// How the template prepares for cheap spawns.
+struct template_options {
+  /// Network namespaces kept ready (netns_pool.hpp); 0: every sandbox's is
+  /// created by clone. The pool is filled before `ready` and refilled while
+  /// no setup is in flight. Needs root; without it the pool stays empty and
+  /// spawns cost what they did.
+  std::size_t netns_pool = 4;
+};
+
 /// The template's main loop over `control_fd`; returns when the supervisor
 /// closes the socket. Returns the process exit code.
-int run_template(int control_fd, guest_entry entry);
+int run_template(int control_fd, guest_entry entry, const template_options& opts = {});
 
 } // namespace agentvisor::sandbox
