@@ -1,0 +1,70 @@
+#pragma once
+/// spawner: supervises vm_actors with Erlang/OTP semantics and keeps the
+/// warm pool. docs/supervision.md describes the strategies, restart types,
+/// intensity, backoff and shutdown order.
+///
+/// Protocol (types in messages.hpp):
+///   (start_atom, agent_request)   -> agent_info once the agent is ready
+///       (taken from the warm pool when the request matches the defaults),
+///       or an errc error: bad_request, over_budget / budget_timeout (the
+///       governor's reason), spawn_failed, draining.
+///   (list_atom)                   -> std::vector<agent_info>, in start order
+///   (get_atom, std::string id)    -> agent_info, or not_found
+///   (stop_atom, std::string id)   -> agent_info (its last state): the child
+///       is stopped gracefully (forced after shutdown_timeout) and removed,
+///       whatever its restart type; not_found if unknown.
+///   (call_atom, std::string id, tool_call) -> tool_result or an errc error.
+///       A call for an agent that is restarting waits for the replacement;
+///       a retryable call whose agent goes down is sent once more to the
+///       replacement; every call gets exactly one answer.
+///   evict_request                 (from the governor) stop that agent with
+///       reason evicted; it is restarted per its restart type.
+///   (shutdown_atom)               -> caf::unit once every child is stopped,
+///       in reverse start order, graceful then forced after shutdown_timeout.
+///
+/// Each spawn asks the governor for a grant first (grant_request with the
+/// queue deadline) and releases it (release_atom) when the machine is gone.
+/// When more than max_restarts restarts happen within period_ms, the
+/// spawner stops all children and quits with make_error(errc::escalated,
+/// ...), which its own parent sees in its down_msg.
+
+#include "agentvisor/backend.hpp"
+#include "agentvisor/config.hpp"
+#include "agentvisor/messages.hpp"
+
+#include <caf/fwd.hpp>
+
+#include <functional>
+
+namespace agentvisor::io {
+class io_thread;
+}
+
+namespace agentvisor {
+
+struct spawner_options {
+  supervision_config supervision;
+  agent_defaults defaults;
+  pool_config pool;
+  /// Agents are named <id_prefix>-1, <id_prefix>-2, ...
+  std::string id_prefix = "a";
+  /// How long a spawn may wait in the governor's queue.
+  uint32_t grant_deadline_ms = 5000;
+};
+
+/// Starts one child's machine. The default spawns a vm_actor; tests of the
+/// OTP logic alone may pass another actor that speaks the vm_actor protocol
+/// and ends with a down error.
+using child_factory = std::function<caf::actor(caf::actor_system&, const vm_options&)>;
+
+struct spawner_context {
+  backend_actor backend;
+  io::io_thread* io = nullptr;
+  caf::actor governor;
+  /// Empty: spawn vm_actors (backend, io, the spawner as parent, governor).
+  child_factory factory;
+};
+
+caf::actor spawn_spawner(caf::actor_system& sys, spawner_context ctx, spawner_options opts);
+
+} // namespace agentvisor

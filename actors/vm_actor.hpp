@@ -1,0 +1,50 @@
+#pragma once
+/// vm_actor: owns one agent machine through the backend interface, from spawn
+/// to its end. docs/supervision.md describes its behaviours.
+///
+/// Protocol (types in messages.hpp):
+///   (call_atom, tool_call)          -> tool_result, or an errc error
+///       (draining, agent_down with the down reason, timeout, bad_request).
+///       Calls beyond max_calls_in_flight wait in the actor's queue; calls
+///       that arrive while spawning wait for ready. Every call gets exactly
+///       one answer.
+///   (get_atom)                      -> agent_info (id, state, backend, pid,
+///       memory, limits, oom_kills, calls in flight and queued)
+///   (stop_atom, uint32_t grace_ms)  graceful stop: new calls are refused,
+///       calls in flight get up to grace_ms, then the backend stops the
+///       machine; the actor ends with reason `stopped`.
+///   (kill_atom, down_reason, std::string detail)
+///                                   kill the machine now; the actor ends
+///       with that reason (the spawner's eviction, chaos runs).
+///
+/// It tells its parent `agent_ready` when the guest is ready and forwards
+/// `agent_oom`; it reports `agent_usage` and `agent_oom` to the governor.
+/// It ends (quits) only after the backend's agent_exited, so the machine is
+/// gone and cleaned up when the parent sees the down_msg, whose reason is
+/// make_down_error(down_info): exited, crashed, oom, hung, protocol_error,
+/// spawn_failed, stopped or evicted.
+
+#include "agentvisor/backend.hpp"
+#include "agentvisor/messages.hpp"
+
+#include <caf/fwd.hpp>
+
+namespace agentvisor::io {
+class io_thread;
+}
+
+namespace agentvisor {
+
+/// Whom a vm_actor works with.
+struct vm_context {
+  backend_actor backend;
+  io::io_thread* io = nullptr;
+  /// Receives agent_ready and agent_oom (the spawner). May be invalid.
+  caf::actor parent;
+  /// Receives agent_usage and agent_oom. May be invalid.
+  caf::actor governor;
+};
+
+caf::actor spawn_vm_actor(caf::actor_system& sys, vm_context ctx, vm_options opts);
+
+} // namespace agentvisor
