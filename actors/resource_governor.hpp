@@ -1,7 +1,7 @@
 #pragma once
 /// resource_governor: holds the host's budget (memory, CPUs, agent count,
-/// pids) and answers every spawn's grant request. docs/supervision.md
-/// ("Resource governor") documents the queue and the eviction policy.
+/// pids) and answers every spawn's grant request. docs/governor.md
+/// documents the queue and the eviction policy.
 ///
 /// Protocol (types in messages.hpp):
 ///   (grant_atom, grant_request)   -> grant, or an errc error: over_budget
