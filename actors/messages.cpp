@@ -58,6 +58,10 @@ error_view view(const caf::error& err) {
     if (s == caf::sec::request_receiver_down)
       return {errc::agent_down, "the actor that owned the request is gone"};
   }
+  // Other actors' errors (the backend's runtime_error) carry their sentence
+  // as the context's first string.
+  if (auto text = context_text(err); !text.empty())
+    return {errc::internal, std::move(text)};
   return {errc::internal, caf::to_string(err)};
 }
 
@@ -140,6 +144,7 @@ void register_messages(caf::actor_system_config& cfg) {
     .add_message_type<down_info>("down_info")
     .add_message_type<tool_call>("tool_call")
     .add_message_type<tool_result>("tool_result")
+    .add_message_type<fault_request>("fault_request")
     .add_message_type<vm_options>("vm_options")
     .add_message_type<agent_ready>("agent_ready")
     .add_message_type<agent_info>("agent_info")

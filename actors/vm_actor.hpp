@@ -13,6 +13,11 @@
 ///   (stop_atom, uint32_t grace_ms)  graceful stop: new calls are refused,
 ///       calls in flight get up to grace_ms, then the backend stops the
 ///       machine; the actor ends with reason `stopped`.
+///   (fault_atom, fault_request)     -> tool_result: a chaos fault sent to
+///       the guest. Faults that report (cpu_hog, disk_fill, fork_bomb,
+///       garbage) are answered by the guest's result; the others (exit,
+///       abort, oom) end the guest and are answered at once (ok) once sent.
+///       An unknown kind: bad_request.
 ///   (kill_atom, down_reason, std::string detail)
 ///                                   kill the machine now; the actor ends
 ///       with that reason (the spawner's eviction, chaos runs).

@@ -165,6 +165,17 @@ struct tool_result {
   uint32_t attempts = 1;
 };
 
+/// A chaos fault for the guest (agent_spec.allow_faults must be set):
+/// `kind` is a guest fault_kind name (exit, abort, oom, cpu_hog, disk_fill,
+/// fork_bomb, garbage), `code` the exit status for exit, `ms` the duration
+/// of cpu_hog, `what` the garbage_kind name for garbage.
+struct fault_request {
+  std::string kind;
+  int32_t code = 0;
+  uint32_t ms = 1000;
+  std::string what = "malformed";
+};
+
 /// How a vm_actor runs its agent (from config.agents, per agent).
 struct vm_options {
   agent_spec spec;
@@ -285,6 +296,10 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, tool_result& x) {
   return f(caf::meta::type_name("tool_result"), x.ok, x.result_json, x.error_code,
            x.error_message, x.attempts);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, fault_request& x) {
+  return f(caf::meta::type_name("fault_request"), x.kind, x.code, x.ms, x.what);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, vm_options& x) {

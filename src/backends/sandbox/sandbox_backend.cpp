@@ -25,6 +25,7 @@
 #include <deque>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <optional>
 
 extern char** environ;
@@ -270,6 +271,7 @@ struct agent_rec {
   io::handle_id timer = 0; ///< stop's grace period, then cgroup removal retries
   int pid = 0;
   bool started = false; ///< the owner has its agent_started
+  bool orphaned = false; ///< its owner ended: kill it as soon as it runs
   bool oom_seen = false;
   bool exited = false;
   int exit_code = 0;
@@ -302,6 +304,8 @@ struct backend_state {
   std::string broken; ///< why spawns are refused; empty while healthy
   io::handle_id template_stream = 0;
   io::handle_id template_watch = 0;
+  /// Owners this actor monitors: an owner that dies takes its agents with it.
+  std::set<caf::actor_addr> monitored;
   static inline const char* name = "sandbox_backend";
 
   backend_state() = default;
@@ -436,6 +440,8 @@ caf::error begin_spawn(self_ptr self, const agent_spec& spec, const caf::actor& 
   auto& a = st.agents[spec.id];
   a.id = spec.id;
   a.owner = owner;
+  if (owner && st.monitored.insert(owner.address()).second)
+    self->monitor(owner);
   a.cgroup = std::move(*cg);
   a.limit_bytes = spec.memory_bytes;
   auto cleanup = [&](const std::string& why) {
@@ -528,6 +534,12 @@ void on_template_reply(self_ptr self, const std::string& line) {
     int pidfd = pidfd_open(r->pid);
     a.proc_watch = st.io->watch_pidfd(as_actor(self), pidfd, r->pid);
     st.handles[a.proc_watch] = a.id;
+  }
+  if (r->kind == reply_kind::spawned && a.orphaned) {
+    log::agent(a.id).warn("its owner ended during the spawn; killing it");
+    st.io->kill(a.proc_watch, SIGKILL);
+    p.rp.deliver(backend_error("agent " + a.id + ": its owner ended during the spawn"));
+    return;
   }
   if (r->kind == reply_kind::spawned) {
     a.started = true;
@@ -701,6 +713,22 @@ sandbox_actor::behavior_type backend_impl(self_ptr self, io::io_thread* io,
                                           std::shared_ptr<prepared_host> host) {
   self->state.io = io;
   self->state.host = std::move(host);
+  // No machine may outlive the actor that owns it: an owner that ends
+  // without stopping its agents (a bug, a crash) gets them killed here, and
+  // their exit is still cleaned up as usual.
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& st = self->state;
+    st.monitored.erase(dm.source);
+    for (auto& [id, a] : st.agents) {
+      if (a.owner.address() != dm.source || a.exited)
+        continue;
+      a.orphaned = true;
+      if (a.proc_watch) {
+        log::agent(id).warn("its owner ended ({}); killing it", caf::to_string(dm.reason));
+        st.io->kill(a.proc_watch, SIGKILL);
+      }
+    }
+  });
   adopt_template(self);
   return running(self);
 }
