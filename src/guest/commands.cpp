@@ -143,6 +143,17 @@ status command_table::start(uint64_t id, const workspace& ws, const tool_args& a
     std::string m = "argv[0] \"" + argv[0] + "\": " + std::strerror(rc);
     return tool_error{tool_errc::exec_failed, std::move(m)};
   }
+  // Under a cgroup OOM the kernel should kill a command before the guest:
+  // commands (and what they fork) run at oom_score_adj 500. Raising a score
+  // needs no privilege; lowering the guest's would need CAP_SYS_RESOURCE,
+  // which user namespaces and some hosts (this CI's) do not grant.
+  {
+    auto path = "/proc/" + std::to_string(c->pid) + "/oom_score_adj";
+    if (int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC); fd >= 0) {
+      (void) !::write(fd, "500", 3);
+      ::close(fd);
+    }
+  }
   c->id = id;
   c->started = steady::now();
   c->deadline = c->started + std::chrono::milliseconds(timeout_ms);

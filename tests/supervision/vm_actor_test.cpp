@@ -112,6 +112,12 @@ TEST_CASE_FIXTURE(fixture, "spawn, ready, tools, get, graceful stop: down reason
   REQUIRE(bad);
   CHECK_FALSE(bad->ok);
   CHECK(bad->error_code == "path_escape");
+  // The OOM killer's order: a command (500) before the guest (0).
+  auto adj = call(vm, "execute_command",
+                  R"({"argv":["/bin/sh","-c","cat /proc/1/oom_score_adj /proc/self/oom_score_adj"]})");
+  REQUIRE(adj);
+  INFO(adj->result_json);
+  CHECK(contains(adj->result_json, R"(0\n500\n)"));
   auto i = info(vm);
   CHECK(i.id == "vm-basic");
   CHECK(i.state == vm_state::ready);
