@@ -6,6 +6,7 @@
 // fork, and fork + exec. Writes one JSON document (docs/performance.md).
 
 #include "harness.hpp"
+#include "report.hpp"
 
 #include "agentvisor/guest_protocol.hpp"
 #include "agentvisor/json.hpp"
@@ -37,9 +38,9 @@
 namespace {
 
 namespace sb = agentvisor::sandbox;
+using namespace agentvisor::bench;
 namespace guest = agentvisor::guest;
 namespace json = agentvisor::json;
-using clock_type = std::chrono::steady_clock;
 using harness::sandbox_host;
 
 constexpr const char* usage =
@@ -87,93 +88,6 @@ void check_stop() {
   if (g_stop)
     throw std::runtime_error("interrupted");
 }
-
-double ms_between(clock_type::time_point a, clock_type::time_point b) {
-  return std::chrono::duration<double, std::milli>(b - a).count();
-}
-
-// --- statistics ---------------------------------------------------------------
-
-/// Order statistics of one series. Percentiles use the nearest-rank method:
-/// pN is the smallest sample with at least N % of the samples at or below it.
-struct stats {
-  size_t count = 0;
-  double min = 0, max = 0, mean = 0, p50 = 0, p95 = 0, p99 = 0;
-};
-
-stats summarize(std::vector<double> v) {
-  stats s;
-  s.count = v.size();
-  if (v.empty())
-    return s;
-  std::sort(v.begin(), v.end());
-  auto rank = [&](double p) {
-    auto k = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(v.size())));
-    return v[std::clamp<size_t>(k, 1, v.size()) - 1];
-  };
-  s.min = v.front();
-  s.max = v.back();
-  double sum = 0;
-  for (double x : v)
-    sum += x;
-  s.mean = sum / static_cast<double>(v.size());
-  s.p50 = rank(50);
-  s.p95 = rank(95);
-  s.p99 = rank(99);
-  return s;
-}
-
-/// Rounds to `decimals` places so the JSON reads as measured, not as noise.
-double round_to(double x, int decimals) {
-  double f = std::pow(10.0, decimals);
-  return std::round(x * f) / f;
-}
-
-void write_stats(json::writer& w, const stats& s, int decimals) {
-  w.field("count", s.count)
-    .field("p50", round_to(s.p50, decimals))
-    .field("p95", round_to(s.p95, decimals))
-    .field("p99", round_to(s.p99, decimals))
-    .field("min", round_to(s.min, decimals))
-    .field("max", round_to(s.max, decimals))
-    .field("mean", round_to(s.mean, decimals));
-}
-
-// --- progress -------------------------------------------------------------------
-
-/// One line on stderr, rewritten in place, only when stderr is a terminal.
-class progress {
-public:
-  explicit progress(bool quiet) : on_(!quiet && ::isatty(2) == 1), start_(clock_type::now()) {}
-  ~progress() { clear(); }
-
-  void update(const char* phase, int done, int total) {
-    if (!on_)
-      return;
-    auto now = clock_type::now();
-    if (done != total && now - last_ < std::chrono::milliseconds(100))
-      return;
-    last_ = now;
-    std::fprintf(stderr, "\r\033[K%s %d/%d  elapsed %.1f s", phase, done, total,
-                 ms_between(start_, now) / 1000.0);
-    std::fflush(stderr);
-    shown_ = true;
-  }
-
-  void clear() {
-    if (on_ && shown_) {
-      std::fputs("\r\033[K", stderr);
-      std::fflush(stderr);
-      shown_ = false;
-    }
-  }
-
-private:
-  bool on_;
-  bool shown_ = false;
-  clock_type::time_point start_;
-  clock_type::time_point last_{};
-};
 
 // --- peers ------------------------------------------------------------------------
 
@@ -472,118 +386,6 @@ std::vector<tool_case> run_tools(sandbox_host& host, const options& o, progress&
   return cases;
 }
 
-// --- the report ---------------------------------------------------------------------
-
-std::string file_line_value(const char* path, std::string_view key) {
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line))
-    if (line.starts_with(key)) {
-      auto colon = line.find(':');
-      if (colon == std::string::npos)
-        continue;
-      auto v = line.substr(colon + 1);
-      v.erase(0, v.find_first_not_of(" \t"));
-      return v;
-    }
-  return {};
-}
-
-/// What the whole machine and this process tree did with the CPUs, read at
-/// the start and at the end of the run: the machine may be shared, and the
-/// figures are only as good as its quiet.
-struct cpu_sample {
-  double busy_s = 0;  ///< all CPUs, not idle nor iowait (/proc/stat)
-  double steal_s = 0; ///< time the hypervisor gave to others
-  double own_s = 0;   ///< this process and its reaped children (sandboxes, peers)
-  double load1 = 0;
-};
-
-cpu_sample sample_cpu() {
-  cpu_sample c;
-  std::ifstream in("/proc/stat");
-  std::string cpu;
-  double user = 0, nice = 0, sys = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
-  in >> cpu >> user >> nice >> sys >> idle >> iowait >> irq >> softirq >> steal;
-  double hz = static_cast<double>(::sysconf(_SC_CLK_TCK));
-  c.busy_s = (user + nice + sys + irq + softirq) / hz;
-  c.steal_s = steal / hz;
-  auto seconds = [](const rusage& r) {
-    return static_cast<double>(r.ru_utime.tv_sec + r.ru_stime.tv_sec)
-           + static_cast<double>(r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1e6;
-  };
-  rusage self{}, children{};
-  ::getrusage(RUSAGE_SELF, &self);
-  ::getrusage(RUSAGE_CHILDREN, &children);
-  c.own_s = seconds(self) + seconds(children);
-  double load[1] = {};
-  ::getloadavg(load, 1);
-  c.load1 = load[0];
-  return c;
-}
-
-std::string iso8601_utc_now() {
-  auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-void write_machine(json::writer& w, const sb::cgroup_layout& layout, const cpu_sample& start,
-                   const cpu_sample& end, double wall_s) {
-  char host[256] = {};
-  ::gethostname(host, sizeof host - 1);
-  utsname u{};
-  ::uname(&u);
-  struct sysinfo si{};
-  ::sysinfo(&si);
-  w.key("machine").begin_object()
-    .field("hostname", host)
-    .field("kernel", std::string{u.sysname} + " " + u.release)
-    .field("arch", u.machine)
-    .field("cpu_model", file_line_value("/proc/cpuinfo", "model name"))
-    .field("cpus", ::sysconf(_SC_NPROCESSORS_ONLN))
-    .field("memory_bytes", static_cast<uint64_t>(si.totalram) * si.mem_unit)
-    .field("cgroup_version", layout.version == sb::cgroup_version::v2 ? "v2" : "v1")
-    .end_object();
-  // How busy the machine was while we measured: others' work shows as
-  // busy beyond our own share.
-  double cpus = static_cast<double>(::sysconf(_SC_NPROCESSORS_ONLN));
-  double capacity = wall_s * cpus;
-  w.key("load").begin_object()
-    .field("loadavg_1m_start", round_to(start.load1, 2))
-    .field("loadavg_1m_end", round_to(end.load1, 2))
-    .field("cpu_busy_fraction", round_to((end.busy_s - start.busy_s) / capacity, 3))
-    .field("own_cpu_fraction", round_to((end.own_s - start.own_s) / capacity, 3))
-    .field("steal_fraction", round_to((end.steal_s - start.steal_s) / capacity, 3))
-    .end_object();
-}
-
-struct metric {
-  std::string name;
-  double value;
-  const char* unit;
-  std::optional<double> target;
-  std::string target_expr;
-  std::optional<bool> pass;
-};
-
-void write_metric(json::writer& w, const metric& m) {
-  w.begin_object().field("name", m.name).field("value", m.value).field("unit", m.unit).key("target");
-  if (m.target)
-    w.value(*m.target);
-  else
-    w.value(nullptr);
-  w.field("target_expr", m.target_expr).key("pass");
-  if (m.pass)
-    w.value(*m.pass);
-  else
-    w.value(nullptr);
-  w.end_object();
-}
-
 std::string report(const options& o, const sb::cgroup_layout& layout, const std::string& started,
                    const cpu_sample& cpu_start, const spawn_samples& sp,
                    const std::vector<peer>& peers, const std::vector<tool_case>& tools,
@@ -617,12 +419,6 @@ std::string report(const options& o, const sb::cgroup_layout& layout, const std:
     metrics.push_back({"tool_" + t.name + "_p50", value, "us", tool_target_us, "< 50 us",
                        value < tool_target_us});
   }
-  int with_target = 0, passed = 0;
-  for (const auto& m : metrics)
-    if (m.pass) {
-      ++with_target;
-      passed += *m.pass ? 1 : 0;
-    }
 
   std::string out;
   json::writer w{out};
@@ -630,7 +426,7 @@ std::string report(const options& o, const sb::cgroup_layout& layout, const std:
     .field("benchmark", "spawn")
     .field("timestamp", started)
     .field("wall_seconds", round_to(wall_s, 1));
-  write_machine(w, layout, cpu_start, sample_cpu(), wall_s);
+  write_machine(w, layout.version == sb::cgroup_version::v2 ? "v2" : "v1", cpu_start, sample_cpu(), wall_s);
   w.field("backend", "sandbox")
     .key("config").begin_object()
     .field("spawns", o.spawns)
@@ -646,13 +442,7 @@ std::string report(const options& o, const sb::cgroup_layout& layout, const std:
     .field("percentiles", "nearest rank")
     .field("clock", "steady_clock (CLOCK_MONOTONIC)")
     .end_object();
-  w.key("metrics").begin_array();
-  for (const auto& m : metrics)
-    write_metric(w, m);
-  w.end_array();
-  w.key("summary").begin_object()
-    .field("targets", with_target).field("passed", passed).field("failed", with_target - passed)
-    .end_object();
+  write_metrics(w, metrics);
 
   w.key("cold_spawn").begin_object()
     .field("unit", "ms")
