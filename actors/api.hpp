@@ -9,6 +9,9 @@
 
 #include <caf/fwd.hpp>
 
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace agentvisor::io {
@@ -22,10 +25,32 @@ struct api_options {
   /// The bearer token every route but /healthz and /metrics needs.
   std::string token;
   uint64_t max_body_bytes = 1 << 20;
+  /// Request line plus headers; beyond: 431.
+  std::size_t max_header_bytes = 16 * 1024;
+  /// A connection with no request in progress is closed after this much
+  /// quiet; a request not complete this long after its first byte is
+  /// answered 408 and closed (slowloris).
+  std::chrono::milliseconds idle_timeout{30000};
+  /// Open connections; one more is answered 503 and closed.
+  uint32_t max_connections = 256;
+  /// Requests of one connection waiting for their answers; one more is
+  /// answered 503 and the connection closed.
+  uint32_t max_pipelined = 32;
+  /// How long POST /v1/agents waits for the spawner: the governor's queue
+  /// deadline (spawner_options::grant_deadline_ms) plus the spawn itself.
+  std::chrono::milliseconds spawn_timeout{35000};
+  /// Every other request to the spawner or governor; a tool call with
+  /// ?timeout_ms=N waits N ms plus call_margin instead.
+  std::chrono::milliseconds request_timeout{35000};
+  std::chrono::milliseconds call_margin{5000};
 };
 
-/// Starts listening; the actor answers (get_atom) with the bound port once
-/// listening (port 0 in `listen` picks a free one).
+/// Starts listening; the actor answers (get_atom) with the bound port
+/// (uint16_t) once listening (port 0 in `listen` picks a free one), or with
+/// an errc::internal error if it cannot listen (it then quits with it).
+/// (shutdown_atom) -> caf::unit closes the listener and every connection and
+/// quits; an exit message does the same. The io_thread must outlive the
+/// actor (stop it after the actor's down_msg).
 caf::actor spawn_api(caf::actor_system& sys, io::io_thread& io, api_options opts,
                      caf::actor spawner, caf::actor governor);
 
