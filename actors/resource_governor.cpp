@@ -120,7 +120,8 @@ std::vector<std::string> never_fits(const gov_state& s, const grant_request& r) 
                   + "; the budget is " + bytes_text(s.total.memory_bytes) + " in all");
   if (r.pids > s.total.pids)
     out.push_back("agent " + r.agent_id + " asks " + std::to_string(r.pids)
-                  + " pids; the budget is " + std::to_string(s.total.pids) + " in all");
+                  + " pids; the budget is " + std::to_string(s.total.pids)
+                  + " pids in all");
   return out;
 }
 
@@ -219,13 +220,15 @@ void on_grant(self_ptr self, grant_request& r, caf::typed_response_promise<grant
     return void(rp.deliver(refuse(s, errc::over_budget,
                                   "agent " + r.agent_id + " asks " + asks_text(r)
                                     + "; it does not fit now (" + join(shortfall)
-                                    + ") and the queue is full ("
-                                    + std::to_string(s.opts.max_queued) + " requests)")));
+                                    + ") and the queue is full (host.max_queued = "
+                                    + std::to_string(s.opts.max_queued) + ")")));
   auto ticket = s.next_seq++;
   log::agent(r.agent_id).info("queued for {} (deadline {} ms): {}", asks_text(r),
                               r.deadline_ms, join(shortfall));
+  // The clock starts before the timer, so "waited" is never below deadline_ms.
+  auto since = clock_type::now();
   self->delayed_send(self, ms{r.deadline_ms}, deadline_atom::value, ticket);
-  s.queue.push_back(waiting{ticket, std::move(r), rp, clock_type::now()});
+  s.queue.push_back(waiting{ticket, std::move(r), rp, since});
 }
 
 void on_deadline(self_ptr self, uint64_t ticket) {
