@@ -153,6 +153,7 @@ void register_messages(caf::actor_system_config& cfg) {
     .add_message_type<grant_request>("grant_request")
     .add_message_type<grant>("grant")
     .add_message_type<budget>("budget")
+    .add_message_type<governor_agent>("governor_agent")
     .add_message_type<governor_state>("governor_state")
     .add_message_type<evict_request>("evict_request");
   cfg.add_error_category(errc_category,

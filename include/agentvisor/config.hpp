@@ -28,13 +28,29 @@ std::string_view to_string(restart_type x);
 std::string_view to_string(log_level x);
 std::string_view to_string(log_format x);
 
-/// What the whole host may give to agents. Zero means "detect from the host
-/// at start-up" (total memory, online CPUs, pid_max).
+/// What the whole host may give to agents, and the governor's pressure
+/// policy. For memory_mb, cpus and pids zero means "detect from the host
+/// at start-up" (MemTotal minus reserve_mb, online CPUs, pid_max).
 struct host_config {
   uint64_t memory_mb = 0;
   uint32_t cpus = 0;
   uint32_t max_agents = 256;
   uint32_t pids = 0;
+  /// Memory left to the host itself when memory_mb is detected
+  /// (budget = MemTotal - reserve_mb).
+  uint64_t reserve_mb = 512;
+  /// Memory pressure when agents together use more than this fraction of
+  /// the memory budget (docs/governor.md).
+  double pressure_high_water = 0.95;
+  /// Memory pressure when the host's MemAvailable falls below this; 0: off.
+  uint64_t min_available_mb = 256;
+  /// How often the governor reads /proc/meminfo.
+  uint32_t pressure_check_ms = 1000;
+  /// Grant requests that may wait for room at once; beyond: over_budget.
+  uint32_t max_queued = 256;
+  /// How long the governor waits for an evicted agent's release before it
+  /// may pick another victim.
+  uint32_t evict_timeout_ms = 30000;
 
   bool operator==(const host_config&) const = default;
 };

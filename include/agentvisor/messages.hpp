@@ -259,9 +259,23 @@ struct budget {
   uint32_t pids = 0;
 };
 
+/// One agent holding a grant, as governor_state lists it.
+struct governor_agent {
+  std::string agent_id;
+  /// Granted (reserved).
+  uint64_t memory_bytes = 0;
+  uint32_t pids = 0;
+  /// From its last usage report (0 before the first).
+  uint64_t memory_in_use_bytes = 0;
+  uint64_t oom_kills = 0;
+  /// The governor asked the spawner to evict it.
+  bool evicting = false;
+};
+
 struct governor_state {
   budget total;
-  /// Granted (reserved) so far.
+  /// Granted (reserved) so far. CPUs are shared by weight, never reserved:
+  /// used.cpus stays 0.
   budget used;
   /// What agents actually use now, from their usage reports.
   uint64_t memory_in_use_bytes = 0;
@@ -270,8 +284,15 @@ struct governor_state {
   uint64_t denied_total = 0;
   uint64_t oom_kills_total = 0;
   uint64_t evictions_total = 0;
-  /// The host's MemAvailable at the last check.
+  /// The host's MemAvailable at the last check (0 before the first read
+  /// or while /proc/meminfo cannot be read).
   uint64_t host_available_bytes = 0;
+  /// Holders of a grant, in grant order (oldest first).
+  std::vector<governor_agent> agents;
+  /// The agent ids waiting in the queue, head first.
+  std::vector<std::string> queue;
+  /// Set while an eviction is in flight: the agent asked to go.
+  std::string evicting;
 };
 
 /// governor -> spawner: stop this agent (reason evicted) to relieve memory
@@ -335,10 +356,15 @@ typename Inspector::result_type inspect(Inspector& f, budget& x) {
   return f(caf::meta::type_name("budget"), x.memory_bytes, x.cpus, x.agents, x.pids);
 }
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, governor_agent& x) {
+  return f(caf::meta::type_name("governor_agent"), x.agent_id, x.memory_bytes, x.pids,
+           x.memory_in_use_bytes, x.oom_kills, x.evicting);
+}
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, governor_state& x) {
   return f(caf::meta::type_name("governor_state"), x.total, x.used, x.memory_in_use_bytes,
            x.queued, x.granted_total, x.denied_total, x.oom_kills_total, x.evictions_total,
-           x.host_available_bytes);
+           x.host_available_bytes, x.agents, x.queue, x.evicting);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, evict_request& x) {

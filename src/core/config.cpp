@@ -403,6 +403,12 @@ void describe(host_config& c, V& v) {
   v.uint("cpus", c.cpus, {1, max_cpus, true});
   v.uint("max_agents", c.max_agents, {1, 100'000});
   v.uint("pids", c.pids, {64, pid_max_limit, true});
+  v.uint("reserve_mb", c.reserve_mb, {0, max_memory_mb});
+  v.number("pressure_high_water", c.pressure_high_water, 0.1, 1.0);
+  v.uint("min_available_mb", c.min_available_mb, {0, max_memory_mb});
+  v.uint("pressure_check_ms", c.pressure_check_ms, {10, hour_ms});
+  v.uint("max_queued", c.max_queued, {0, 100'000});
+  v.uint("evict_timeout_ms", c.evict_timeout_ms, {100, hour_ms});
 }
 
 template <class V>

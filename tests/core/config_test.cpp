@@ -359,6 +359,44 @@ TEST_CASE("host values of zero mean detect and others are range checked") {
         == "host.pids: expected a non-negative integer, got -1");
 }
 
+TEST_CASE("the governor's host keys have defaults and are range checked") {
+  host_config d;
+  CHECK(d.reserve_mb == 512);
+  CHECK(d.pressure_high_water == 0.95);
+  CHECK(d.min_available_mb == 256);
+  CHECK(d.pressure_check_ms == 1000);
+  CHECK(d.max_queued == 256);
+  CHECK(d.evict_timeout_ms == 30000);
+  auto r = parse_config(R"({"host": {"reserve_mb": 0, "pressure_high_water": 0.8,
+    "min_available_mb": 0, "pressure_check_ms": 10, "max_queued": 0,
+    "evict_timeout_ms": 100}})");
+  REQUIRE_MESSAGE(r.has_value(), (r ? std::string{} : r.err().message));
+  CHECK(r->host.reserve_mb == 0);
+  CHECK(r->host.pressure_high_water == 0.8);
+  CHECK(r->host.min_available_mb == 0);
+  CHECK(r->host.pressure_check_ms == 10);
+  CHECK(r->host.max_queued == 0);
+  CHECK(r->host.evict_timeout_ms == 100);
+  CHECK(parse_error(R"({"host": {"reserve_mb": 1073741825}})")
+        == "host.reserve_mb: expected an integer in 0..1073741824, got 1073741825");
+  CHECK(parse_error(R"({"host": {"reserve_mb": -1}})")
+        == "host.reserve_mb: expected a non-negative integer, got -1");
+  CHECK(parse_error(R"({"host": {"pressure_high_water": 1.5}})")
+        == "host.pressure_high_water: expected a number in 0.1..1, got 1.5");
+  CHECK(parse_error(R"({"host": {"pressure_high_water": 0.05}})")
+        == "host.pressure_high_water: expected a number in 0.1..1, got 0.05");
+  CHECK(parse_error(R"({"host": {"pressure_high_water": "high"}})")
+        == "host.pressure_high_water: expected a number in 0.1..1, got \"high\"");
+  CHECK(parse_error(R"({"host": {"min_available_mb": 1.5}})")
+        == "host.min_available_mb: expected a non-negative integer, got 1.5");
+  CHECK(parse_error(R"({"host": {"pressure_check_ms": 9}})")
+        == "host.pressure_check_ms: expected an integer in 10..3600000, got 9");
+  CHECK(parse_error(R"({"host": {"max_queued": 100001}})")
+        == "host.max_queued: expected an integer in 0..100000, got 100001");
+  CHECK(parse_error(R"({"host": {"evict_timeout_ms": 99}})")
+        == "host.evict_timeout_ms: expected an integer in 100..3600000, got 99");
+}
+
 TEST_CASE("random_factor accepts numbers from 0 to 1 inclusive") {
   for (const auto& accepted :
        {std::pair{"0", 0.0}, {"1", 1.0}, {"0.25", 0.25}, {"1.0", 1.0},
@@ -524,7 +562,9 @@ TEST_CASE("the defaults print as JSON that parses back to the defaults") {
   CHECK(*r == config{});
   // Every key is present, pretty-printed with two-space indentation.
   for (auto key : {"instance", "state_dir", "keep_workspaces", "backend",
-                   "host", "memory_mb", "cpus", "max_agents", "pids", "agents",
+                   "host", "memory_mb", "cpus", "max_agents", "pids",
+                   "reserve_mb", "pressure_high_water", "min_available_mb",
+                   "pressure_check_ms", "max_queued", "evict_timeout_ms", "agents",
                    "cpu_weight", "workspace_mb", "heartbeat_ms",
                    "hang_timeout_ms", "max_calls_in_flight", "ready_timeout_ms",
                    "pool", "warm", "supervision", "strategy", "restart",
@@ -546,7 +586,9 @@ TEST_CASE("any valid config survives a round trip through JSON") {
   c.state_dir = "/tmp/a \"quoted\" \\ dir\twith\ncontrol\x01 and \xc3\xa9";
   c.keep_workspaces = true;
   c.backend = backend_kind::qemu;
-  c.host = {.memory_mb = 1 << 20, .cpus = 7, .max_agents = 99999, .pids = 64};
+  c.host = {.memory_mb = 1 << 20, .cpus = 7, .max_agents = 99999, .pids = 64,
+            .reserve_mb = 0, .pressure_high_water = 0.875, .min_available_mb = 0,
+            .pressure_check_ms = 3600000, .max_queued = 0, .evict_timeout_ms = 100};
   c.agents.memory_mb = 64;
   c.agents.pids = 8;
   c.agents.cpu_weight = 10000;
