@@ -32,9 +32,13 @@
 #include "agentvisor/config.hpp"
 #include "agentvisor/messages.hpp"
 
+#include <caf/atom.hpp>
 #include <caf/fwd.hpp>
 
+#include <chrono>
+#include <cstdint>
 #include <functional>
+#include <random>
 
 namespace agentvisor::io {
 class io_thread;
@@ -52,10 +56,12 @@ struct spawner_options {
   uint32_t grant_deadline_ms = 5000;
 };
 
-/// Starts one child's machine. The default spawns a vm_actor; tests of the
+/// Starts one child's machine; `parent` (the spawner) receives its
+/// agent_ready and agent_oom. The default spawns a vm_actor; tests of the
 /// OTP logic alone may pass another actor that speaks the vm_actor protocol
-/// and ends with a down error.
-using child_factory = std::function<caf::actor(caf::actor_system&, const vm_options&)>;
+/// and ends with a down error. An invalid handle counts as a spawn failure.
+using child_factory
+  = std::function<caf::actor(caf::actor_system&, const vm_options&, const caf::actor& parent)>;
 
 struct spawner_context {
   backend_actor backend;
@@ -64,6 +70,16 @@ struct spawner_context {
   /// Empty: spawn vm_actors (backend, io, the spawner as parent, governor).
   child_factory factory;
 };
+
+/// (calls_atom) -> (uint64_t received, uint64_t answered): the spawner's
+/// count of tool calls, for tests that prove no call is left unanswered.
+using calls_atom = caf::atom_constant<caf::atom("calls")>;
+
+/// The delay before restarting a child after its `failures`-th consecutive
+/// failure (0 for the first): min(max_backoff, min_backoff * 2^failures)
+/// * (1 + random_factor * U[0,1)), as Akka's BackoffSupervisor does.
+std::chrono::milliseconds restart_backoff(const supervision_config& cfg, uint32_t failures,
+                                          std::mt19937_64& rng);
 
 caf::actor spawn_spawner(caf::actor_system& sys, spawner_context ctx, spawner_options opts);
 
