@@ -661,9 +661,8 @@ void child_down(self_ptr self, child& c, const down_info& d) {
 void on_down(self_ptr self, caf::down_msg& dm) {
   auto& st = self->state;
   if (auto* c = find_by_actor(self, dm.source)) {
-    auto d = down_info_from(dm.reason, c->id);
-    log::agent(c->id).info("down: {}", describe(d));
-    child_down(self, *c, d);
+    // The vm_actor logged the down itself; the spawner logs its decision.
+    child_down(self, *c, down_info_from(dm.reason, c->id));
   }
   // After the record is updated, so that waiters see the child gone.
   if (auto i = st.down_waiters.find(dm.source); i != st.down_waiters.end()) {

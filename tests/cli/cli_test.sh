@@ -80,8 +80,10 @@ wait_for() {
   return 1
 }
 # Its own instance and state directory, so it never meets a real supervisor.
+# A port of its own too (a clash ends the start; the check says so).
 cat >"$tmp/json-log.json" <<JSON
 {"instance": "test-cli-$$", "state_dir": "$tmp/state",
+ "api": {"listen": "127.0.0.1:$((20000 + RANDOM % 30000))"},
  "log": {"format": "json", "level": "debug"}}
 JSON
 for sig in TERM INT; do

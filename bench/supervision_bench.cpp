@@ -1,0 +1,453 @@
+// agentvisor-bench-supervision: what the supervision tree costs, measured on
+// the real actors (vm_actor, spawner, resource_governor) over the real
+// sandbox backend, I/O thread and template process:
+//  - kill -> down: SIGKILL to a guest until its vm_actor's down_msg reaches
+//    the parent (the machine reaped and its cgroup removed by then);
+//  - kill -> replacement serving: SIGKILL to a supervised agent's guest until
+//    a retryable call sent right after the kill is answered by the
+//    replacement (restart with the configured minimum backoff, spawn,
+//    handshake, one tool round trip);
+//  - warm-pool hand-out: a start request answered from the pool;
+//  - the supervisor's memory per live agent with --agents agents running.
+// Writes one JSON document (docs/performance.md).
+
+#include "report.hpp"
+#include "resource_governor.hpp"
+#include "sandbox_backend.hpp"
+#include "spawner.hpp"
+#include "vm_actor.hpp"
+
+#include "agentvisor/io.hpp"
+#include "agentvisor/json.hpp"
+#include "agentvisor/log.hpp"
+#include "agentvisor/messages.hpp"
+
+#include <caf/all.hpp>
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using namespace agentvisor;
+using namespace agentvisor::bench;
+using namespace std::chrono_literals;
+
+constexpr const char* usage =
+  "usage: agentvisor-bench-supervision [options]   (run as root)\n"
+  "  --kills N      guests killed for kill -> down (default 200)\n"
+  "  --restarts N   supervised guests killed for kill -> replacement\n"
+  "                 serving (default 200)\n"
+  "  --handouts N   warm-pool hand-outs (default 100)\n"
+  "  --agents N     live agents for the memory figure (default 1000)\n"
+  "  --out FILE     write the JSON there (default stdout)\n"
+  "  --quiet        no progress line on stderr\n"
+  "  --help         print this and exit\n";
+
+// The targets.
+constexpr double down_p99_target_ms = 2.0;
+constexpr double replacement_p50_target_ms = 5.0;
+constexpr double handout_target_us = 100.0;
+constexpr double per_agent_target_kib = 64.0;
+
+/// The restart delay the replacement figure is measured with: the
+/// mechanism's cost, not a policy's wait (reported in the JSON).
+constexpr uint32_t bench_min_backoff_ms = 1;
+
+struct options {
+  int kills = 200;
+  int restarts = 200;
+  int handouts = 100;
+  int agents = 1000;
+  std::string out;
+  bool quiet = false;
+};
+
+std::optional<options> parse(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    auto number = [&](int& into) {
+      if (i + 1 >= argc)
+        return false;
+      std::string_view v = argv[++i];
+      auto r = std::from_chars(v.data(), v.data() + v.size(), into);
+      return r.ec == std::errc{} && r.ptr == v.data() + v.size() && into >= 0;
+    };
+    bool ok = true;
+    if (a == "--kills")
+      ok = number(o.kills);
+    else if (a == "--restarts")
+      ok = number(o.restarts);
+    else if (a == "--handouts")
+      ok = number(o.handouts);
+    else if (a == "--agents")
+      ok = number(o.agents);
+    else if (a == "--out" && i + 1 < argc)
+      o.out = argv[++i];
+    else if (a == "--quiet")
+      o.quiet = true;
+    else if (a == "--help") {
+      std::fputs(usage, stdout);
+      std::exit(0);
+    } else
+      ok = false;
+    if (!ok) {
+      std::fprintf(stderr, "agentvisor-bench-supervision: bad argument '%s'\n%s", argv[i], usage);
+      return std::nullopt;
+    }
+  }
+  return o;
+}
+
+uint64_t rss_bytes() {
+  auto v = file_line_value("/proc/self/status", "VmRSS");
+  return std::strtoull(v.c_str(), nullptr, 10) * 1024; // "123456 kB"
+}
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "agentvisor-bench-supervision: %s\n", what.c_str());
+  std::exit(1);
+}
+
+/// The real host: I/O thread, sandbox backend, governor, actor system.
+struct host {
+  explicit host(const options& o) {
+    bo.instance = "bench-sup-" + std::to_string(::getpid());
+    bo.state_dir = (std::filesystem::temp_directory_path() / ("agentvisor-" + bo.instance)).string();
+    bo.guest_binary = GUEST_PATH;
+    std::string err;
+    if (!io.start(&err))
+      die("I/O thread: " + err);
+    auto h = sandbox::prepare_host(bo);
+    if (!h)
+      die(h.err().message);
+    cgroup_version = sandbox::describe(**h).find("cgroup v2") != std::string::npos ? "v2" : "v1";
+    backend = sandbox::spawn_sandbox_backend(sys, io, *h);
+    governor_options g;
+    // Room for the memory figure's agents at bench_memory_mb each.
+    g.host.memory_mb = static_cast<uint64_t>(o.agents + 64) * agent_memory_mb;
+    g.host.max_agents = static_cast<uint32_t>(o.agents + 64);
+    governor = spawn_resource_governor(sys, &io, g);
+  }
+  ~host() {
+    caf::scoped_actor self{sys};
+    for (auto& a : {governor}) {
+      self->send_exit(a, caf::exit_reason::user_shutdown);
+      self->wait_for(a);
+    }
+    self->send_exit(backend, caf::exit_reason::user_shutdown);
+    self->wait_for(backend);
+    io.stop();
+    std::filesystem::remove_all(bo.state_dir);
+  }
+
+  static constexpr uint64_t agent_memory_mb = 32;
+
+  vm_options vm(const std::string& id) const {
+    vm_options v;
+    v.spec.id = id;
+    v.spec.memory_bytes = agent_memory_mb << 20;
+    v.spec.workspace_bytes = 8 << 20;
+    v.spec.pids = 32;
+    return v;
+  }
+
+  agent_defaults defaults() const {
+    agent_defaults d;
+    d.memory_mb = agent_memory_mb;
+    d.workspace_mb = 8;
+    d.pids = 32;
+    return d;
+  }
+
+  caf::actor spawner(supervision_config sup, uint32_t warm) {
+    spawner_options so;
+    so.supervision = sup;
+    so.defaults = defaults();
+    so.pool.warm = warm;
+    auto sp = spawn_spawner(sys, spawner_context{backend, &io, governor, {}}, so);
+    caf::anon_send(governor, attach_atom::value, sp);
+    return sp;
+  }
+
+  caf::actor_system_config cfg;
+  caf::actor_system sys{(register_messages(cfg), cfg)};
+  io::io_thread io;
+  sandbox::backend_options bo;
+  backend_actor backend;
+  caf::actor governor;
+  std::string cgroup_version = "v1";
+};
+
+// --- kill -> down ---------------------------------------------------------------
+
+std::vector<double> kill_to_down(host& h, int n, progress& prog) {
+  std::vector<double> out;
+  caf::scoped_actor self{h.sys};
+  for (int k = 0; k < n; ++k) {
+    auto vm = spawn_vm_actor(h.sys, vm_context{h.backend, &h.io, caf::actor{self}, {}},
+                             h.vm("kd-" + std::to_string(k)));
+    self->monitor(vm);
+    int pid = 0;
+    self->receive([&](agent_ready& r) { pid = r.pid; },
+                  [&](caf::down_msg& dm) { die("spawn failed: " + caf::to_string(dm.reason)); },
+                  caf::after(30s) >> [] { die("no agent_ready within 30 s"); });
+    auto t0 = clock_type::now();
+    ::kill(pid, SIGKILL);
+    self->receive([&](caf::down_msg& dm) {
+      auto d = down_info_from(dm.reason, {});
+      if (d.reason != down_reason::crashed)
+        die("kill -> down: reason " + describe(d));
+    },
+                  caf::after(30s) >> [] { die("no down_msg within 30 s"); });
+    out.push_back(ms_between(t0, clock_type::now()));
+    prog.update("kill -> down", k + 1, n);
+  }
+  return out;
+}
+
+// --- kill -> replacement serving ----------------------------------------------------
+
+struct restart_samples {
+  std::vector<double> ms;
+  int retried = 0; ///< answered on the second attempt (the first met the dying agent)
+};
+
+agent_info start_agent(caf::scoped_actor& self, const caf::actor& sp, agent_request r) {
+  agent_info out;
+  self->request(sp, caf::duration{60s}, start_atom::value, std::move(r))
+    .receive([&](agent_info& i) { out = std::move(i); },
+             [&](caf::error& e) { die("start: " + view(e).message); });
+  return out;
+}
+
+restart_samples kill_to_replacement(host& h, int n, progress& prog) {
+  restart_samples out;
+  supervision_config sup;
+  sup.strategy = restart_strategy::one_for_one;
+  sup.min_backoff_ms = bench_min_backoff_ms;
+  sup.max_backoff_ms = bench_min_backoff_ms;
+  sup.random_factor = 0;
+  sup.max_restarts = static_cast<uint32_t>(n + 10);
+  sup.period_ms = 3600 * 1000;
+  auto sp = h.spawner(sup, 0);
+  caf::scoped_actor self{h.sys};
+  auto a = start_agent(self, sp, agent_request{"restarted"});
+  for (int k = 0; k < n; ++k) {
+    agent_info now;
+    self->request(sp, caf::duration{10s}, get_atom::value, a.id)
+      .receive([&](agent_info& i) { now = std::move(i); },
+               [&](caf::error& e) { die("get: " + view(e).message); });
+    if (now.pid <= 0 || now.state == vm_state::spawning)
+      die("agent not running before kill " + std::to_string(k));
+    auto t0 = clock_type::now();
+    ::kill(now.pid, SIGKILL);
+    tool_call call{"list_directory", "{}", true, 10000};
+    self->request(sp, caf::duration{60s}, call_atom::value, a.id, call)
+      .receive([&](tool_result& r) {
+        if (!r.ok)
+          die("the replacement's answer: " + r.error_message);
+        out.retried += r.attempts > 1 ? 1 : 0;
+      },
+               [&](caf::error& e) { die("call after kill: " + view(e).message); });
+    out.ms.push_back(ms_between(t0, clock_type::now()));
+    prog.update("kill -> replacement", k + 1, n);
+  }
+  self->request(sp, caf::duration{60s}, shutdown_atom::value).receive([] {}, [](caf::error&) {});
+  self->send_exit(sp, caf::exit_reason::user_shutdown);
+  self->wait_for(sp);
+  return out;
+}
+
+// --- warm-pool hand-out -----------------------------------------------------------------
+
+std::vector<double> pool_handouts(host& h, int n, progress& prog) {
+  std::vector<double> out;
+  auto sp = h.spawner(supervision_config{}, 2);
+  caf::scoped_actor self{h.sys};
+  for (int k = 0; k < n; ++k) {
+    // Time for the pool to refill (a spawn takes a few ms; 100 ms is ample).
+    std::this_thread::sleep_for(100ms);
+    auto t0 = clock_type::now();
+    auto a = start_agent(self, sp, agent_request{"pooled-" + std::to_string(k)});
+    out.push_back(std::chrono::duration<double, std::micro>(clock_type::now() - t0).count());
+    self->request(sp, caf::duration{30s}, stop_atom::value, a.id)
+      .receive([](agent_info&) {}, [&](caf::error& e) { die("stop: " + view(e).message); });
+    prog.update("pool hand-out", k + 1, n);
+  }
+  self->request(sp, caf::duration{60s}, shutdown_atom::value).receive([] {}, [](caf::error&) {});
+  self->send_exit(sp, caf::exit_reason::user_shutdown);
+  self->wait_for(sp);
+  return out;
+}
+
+// --- memory per live agent ----------------------------------------------------------------
+
+struct memory_sample {
+  uint64_t rss_before = 0;
+  uint64_t rss_after = 0;
+  int agents = 0;
+  double start_s = 0;
+};
+
+memory_sample memory_per_agent(host& h, int n, progress& prog) {
+  memory_sample m;
+  auto sp = h.spawner(supervision_config{}, 0);
+  caf::scoped_actor self{h.sys};
+  // One agent first, so that lazily built structures (CAF's, libuv's,
+  // spdlog's) are in the baseline rather than charged to the agents.
+  start_agent(self, sp, agent_request{"baseline"});
+  std::this_thread::sleep_for(200ms);
+  m.rss_before = rss_bytes();
+  auto t0 = clock_type::now();
+  // A few starts in flight at once, as an API under load would send them.
+  constexpr int window = 8;
+  int sent = 0, done = 0;
+  while (done < n) {
+    while (sent < n && sent - done < window) {
+      self->send(sp, start_atom::value, agent_request{"m-" + std::to_string(sent)});
+      ++sent;
+    }
+    self->receive([&](agent_info&) { ++done; },
+                  [&](caf::error& e) { die("start: " + view(e).message); },
+                  caf::after(60s) >> [] { die("no start answer within 60 s"); });
+    prog.update("agents", done, n);
+  }
+  m.start_s = ms_between(t0, clock_type::now()) / 1000.0;
+  std::this_thread::sleep_for(500ms); // a few heartbeats and usage polls
+  m.rss_after = rss_bytes();
+  m.agents = n;
+  self->request(sp, caf::duration{300s}, shutdown_atom::value).receive([] {}, [](caf::error&) {});
+  self->send_exit(sp, caf::exit_reason::user_shutdown);
+  self->wait_for(sp);
+  return m;
+}
+
+void raise_fd_limit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  auto o = parse(argc, argv);
+  if (!o)
+    return 2;
+  if (::geteuid() != 0) {
+    std::fprintf(stderr, "SKIP: agentvisor-bench-supervision needs root (cgroups, mounts)\n");
+    return 77;
+  }
+  raise_fd_limit();
+  log::init(log_level::warn, log_format::plain);
+  auto started = iso8601_utc_now();
+  auto cpu_start = sample_cpu();
+  auto t_start = clock_type::now();
+  std::vector<double> down, handout;
+  restart_samples restart;
+  memory_sample mem;
+  std::string cg;
+  {
+    host h{*o};
+    cg = h.cgroup_version;
+    progress prog{o->quiet};
+    down = kill_to_down(h, o->kills, prog);
+    restart = kill_to_replacement(h, o->restarts, prog);
+    handout = pool_handouts(h, o->handouts, prog);
+    if (o->agents > 0)
+      mem = memory_per_agent(h, o->agents, prog);
+  }
+  double wall_s = ms_between(t_start, clock_type::now()) / 1000.0;
+
+  auto sd = summarize(down), sr = summarize(restart.ms), sh = summarize(handout);
+  double per_agent_kib = mem.agents > 0 ? (static_cast<double>(mem.rss_after)
+                                           - static_cast<double>(mem.rss_before))
+                                            / mem.agents / 1024.0
+                                        : 0;
+  std::vector<metric> metrics;
+  auto judged = [&](std::string name, double v, int dec, const char* unit, double target,
+                    const char* expr) {
+    double value = round_to(v, dec);
+    metrics.push_back({std::move(name), value, unit, target, expr, value < target});
+  };
+  judged("kill_to_down_p99", sd.p99, 3, "ms", down_p99_target_ms, "< 2 ms");
+  metrics.push_back({"kill_to_down_p50", round_to(sd.p50, 3), "ms", {}, "none (reported)", {}});
+  judged("kill_to_replacement_p50", sr.p50, 3, "ms", replacement_p50_target_ms, "< 5 ms");
+  judged("pool_handout_p50", sh.p50, 1, "us", handout_target_us, "< 100 us");
+  if (mem.agents > 0)
+    judged("memory_per_agent", per_agent_kib, 1, "KiB", per_agent_target_kib, "< 64 KiB");
+
+  std::string out;
+  json::writer w{out};
+  w.begin_object()
+    .field("benchmark", "supervision")
+    .field("timestamp", started)
+    .field("wall_seconds", round_to(wall_s, 1));
+  write_machine(w, cg, cpu_start, sample_cpu(), wall_s);
+  w.field("backend", "sandbox")
+    .key("config").begin_object()
+    .field("kills", o->kills)
+    .field("restarts", o->restarts)
+    .field("handouts", o->handouts)
+    .field("agents", o->agents)
+    .field("agent_memory_mb", host::agent_memory_mb)
+    .field("restart_min_backoff_ms", bench_min_backoff_ms)
+    .field("pool_warm", 2)
+    .field("percentiles", "nearest rank")
+    .field("clock", "steady_clock (CLOCK_MONOTONIC)")
+    .end_object();
+  write_metrics(w, metrics);
+  w.key("kill_to_down").begin_object()
+    .field("unit", "ms")
+    .field("measured", "kill(SIGKILL) of the guest -> the vm_actor's down_msg at its parent "
+                       "(pidfd, reap, cgroup removed, agent_exited, actor quit)");
+  write_stats(w, sd, 3);
+  w.end_object();
+  w.key("kill_to_replacement").begin_object()
+    .field("unit", "ms")
+    .field("measured", "kill(SIGKILL) of a supervised guest -> a retryable list_directory sent "
+                       "right after the kill is answered by the replacement (down, backoff, "
+                       "grant, spawn, handshake, one round trip)")
+    .field("answered_on_retry", restart.retried);
+  write_stats(w, sr, 3);
+  w.end_object();
+  w.key("pool_handout").begin_object()
+    .field("unit", "us")
+    .field("measured", "start request -> agent_info answer, pool refilled before each");
+  write_stats(w, sh, 1);
+  w.end_object();
+  w.key("memory").begin_object()
+    .field("agents", mem.agents)
+    .field("rss_before_bytes", mem.rss_before)
+    .field("rss_after_bytes", mem.rss_after)
+    .field("per_agent_kib", round_to(per_agent_kib, 1))
+    .field("start_seconds", round_to(mem.start_s, 2))
+    .field("measured", "VmRSS of this process (actors, I/O thread, backend) before and after "
+                       "the agents started; the guests' memory is in their own cgroups")
+    .end_object();
+  w.end_object();
+  out += '\n';
+  if (o->out.empty()) {
+    std::fputs(out.c_str(), stdout);
+  } else {
+    std::ofstream f(o->out);
+    f << out;
+    if (!f)
+      die("cannot write " + o->out);
+  }
+  return 0;
+}
