@@ -2,6 +2,8 @@
 // sandbox parts, and the JSON document it writes, checked field by field.
 // Needs root (cgroups); exits 77 (skipped) without it.
 
+#include "bench_run.hpp"
+
 #include <doctest/doctest.h>
 
 #include <simdjson.h>
@@ -21,93 +23,19 @@
 #include <string>
 #include <vector>
 
-namespace {
-
-namespace fs = std::filesystem;
-
-struct run_result {
-  int exit_code = -1;
-  std::string err; ///< what it wrote on stderr
-};
-
-/// Runs the benchmark with `args`, stderr captured, and waits for it. With
-/// `as_nobody`, the child drops to uid/gid 65534 first.
-run_result run_bench(const std::vector<std::string>& args, bool as_nobody = false) {
-  auto err_path = fs::temp_directory_path() / ("bench-spawn-test-" + std::to_string(::getpid()) + ".err");
-  run_result r;
-  pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    int fd = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    if (fd < 0 || ::dup2(fd, 2) < 0)
-      ::_exit(126);
-    if (as_nobody) {
-      if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0
-          || ::setresuid(65534, 65534, 65534) != 0)
-        ::_exit(126);
-      if (::access(BENCH_PATH, X_OK) != 0)
-        ::_exit(125); // the build tree is not reachable for nobody here
-    }
-    std::vector<char*> argv{const_cast<char*>(BENCH_PATH)};
-    for (const auto& a : args)
-      argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(BENCH_PATH, argv.data());
-    ::_exit(127);
-  }
-  int st = 0;
-  REQUIRE(::waitpid(pid, &st, 0) == pid);
-  r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  std::ifstream in(err_path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  r.err = ss.str();
-  fs::remove(err_path);
-  return r;
-}
-
-bool contains(const std::string& hay, const std::string& needle) {
-  return hay.find(needle) != std::string::npos;
-}
-
-double number(simdjson::dom::element e) {
-  double d = 0;
-  if (e.is_int64())
-    return static_cast<double>(int64_t(e));
-  if (e.is_uint64())
-    return static_cast<double>(uint64_t(e));
-  REQUIRE_MESSAGE(!e.get_double().get(d), "expected a number");
-  return d;
-}
-
-/// Checks one order-statistics block: count, and min <= p50 <= p95 <= p99 <= max.
-void check_stats(simdjson::dom::object o, const char* what, uint64_t count) {
-  INFO(what);
-  CHECK(uint64_t(o["count"]) == count);
-  double min = number(o["min"]), p50 = number(o["p50"]), p95 = number(o["p95"]),
-         p99 = number(o["p99"]), max = number(o["max"]), mean = number(o["mean"]);
-  CHECK(min > 0);
-  CHECK(min <= p50);
-  CHECK(p50 <= p95);
-  CHECK(p95 <= p99);
-  CHECK(p99 <= max);
-  CHECK(mean >= min);
-  CHECK(mean <= max);
-}
-
-} // namespace
+using namespace bench_test;
 
 TEST_CASE("the spawn benchmark refuses bad options with exit code 2 and one line") {
-  auto r = run_bench({"--spawns", "0"});
+  auto r = run_bench(BENCH_PATH, {"--spawns", "0"});
   CHECK(r.exit_code == 2);
   CHECK(contains(r.err, "--spawns: expected a positive integer"));
-  auto u = run_bench({"--frobnicate"});
+  auto u = run_bench(BENCH_PATH, {"--frobnicate"});
   CHECK(u.exit_code == 2);
   CHECK(contains(u.err, "unknown option"));
 }
 
 TEST_CASE("the spawn benchmark says it needs root and exits 77 without it") {
-  auto r = run_bench({"--spawns", "1"}, ::geteuid() == 0);
+  auto r = run_bench(BENCH_PATH, {"--spawns", "1"}, ::geteuid() == 0);
   if (r.exit_code == 125) {
     MESSAGE("the build tree is not readable by nobody: not checked");
     return;
@@ -122,7 +50,7 @@ TEST_CASE("a short benchmark run writes every figure beside its target, as JSON"
     std::exit(77);
   }
   auto out = fs::temp_directory_path() / ("bench-spawn-test-" + std::to_string(::getpid()) + ".json");
-  auto r = run_bench({"--spawns", "20", "--tool-iterations", "50", "--peer-runs", "10",
+  auto r = run_bench(BENCH_PATH, {"--spawns", "20", "--tool-iterations", "50", "--peer-runs", "10",
                       "--out", out.string()});
   if (r.exit_code == 77) {
     std::fprintf(stderr, "SKIP: %s", r.err.c_str());
