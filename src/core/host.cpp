@@ -1,6 +1,7 @@
 // Host detection from procfs (include/agentvisor/host.hpp).
 
 #include "agentvisor/host.hpp"
+#include "agentvisor/small_file.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -21,36 +22,10 @@ constexpr uint64_t pid_max_limit = 4194304;
 constexpr size_t max_proc_file = 1 << 20;
 
 result<std::string> read_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return error::from_errno("cannot read " + path, errno);
-  std::string text;
-  char buf[8192];
-  for (;;) {
-    auto n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      return error::from_errno("cannot read " + path, err);
-    }
-    if (n == 0 || text.size() > max_proc_file)
-      break;
-    text.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return text;
+  return read_small_file(path, max_proc_file, "");
 }
 
-std::string_view trim(std::string_view s) {
-  auto ws = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
-  while (!s.empty() && ws(s.front()))
-    s.remove_prefix(1);
-  while (!s.empty() && ws(s.back()))
-    s.remove_suffix(1);
-  return s;
-}
+std::string_view trim(std::string_view s) { return trim_space(s); }
 
 std::optional<uint64_t> to_u64(std::string_view s) {
   uint64_t x = 0;

@@ -1,6 +1,7 @@
 // The API token: configured file, or generated once into the state dir.
 
 #include "agentvisor/token.hpp"
+#include "agentvisor/small_file.hpp"
 
 #include <cerrno>
 #include <cstddef>
@@ -18,42 +19,12 @@ namespace {
 constexpr std::size_t token_bytes = 32;
 constexpr std::size_t max_token_file_bytes = 4096;
 
-std::string_view trim_space(std::string_view s) noexcept {
-  auto blank = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
-  while (!s.empty() && blank(s.front()))
-    s.remove_prefix(1);
-  while (!s.empty() && blank(s.back()))
-    s.remove_suffix(1);
-  return s;
-}
-
 /// The trimmed content of `path`; errors name it.
 result<std::string> read_token_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return error::from_errno("cannot read API token file " + path, errno);
-  std::string text;
-  char buf[512];
-  for (;;) {
-    auto n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      return error::from_errno("cannot read API token file " + path, err);
-    }
-    if (n == 0)
-      break;
-    text.append(buf, static_cast<std::size_t>(n));
-    if (text.size() > max_token_file_bytes) {
-      ::close(fd);
-      return error{"API token file " + path + " is over "
-                   + std::to_string(max_token_file_bytes) + " bytes: not a token"};
-    }
-  }
-  ::close(fd);
-  auto token = trim_space(text);
+  auto text = read_small_file(path, max_token_file_bytes, "API token file");
+  if (!text)
+    return std::move(text.err());
+  auto token = trim_space(*text);
   if (token.empty())
     return error{"API token file " + path + " is empty"};
   for (char c : token)

@@ -93,5 +93,16 @@ inline void check_stats(simdjson::dom::object o, const char* what, uint64_t coun
   CHECK(mean <= max);
 }
 
+/// Parses the JSON document at `path` (REQUIREs it is valid) and removes
+/// the file.
+inline simdjson::dom::element load_json(simdjson::dom::parser& parser, const fs::path& path) {
+  simdjson::dom::element doc;
+  auto loaded = simdjson::padded_string::load(path.string());
+  REQUIRE(loaded.error() == simdjson::SUCCESS);
+  REQUIRE_MESSAGE(parser.parse(loaded.value()).get(doc) == simdjson::SUCCESS, "not valid JSON");
+  fs::remove(path);
+  return doc;
+}
+
 } // namespace bench_test
 

@@ -60,11 +60,7 @@ TEST_CASE("a short benchmark run writes every figure beside its target, as JSON"
   CHECK_MESSAGE(r.err.empty(), "stderr is not a terminal: no progress line expected: ", r.err);
 
   simdjson::dom::parser parser;
-  simdjson::dom::element doc;
-  auto loaded = simdjson::padded_string::load(out.string());
-  REQUIRE(loaded.error() == simdjson::SUCCESS);
-  REQUIRE_MESSAGE(parser.parse(loaded.value()).get(doc) == simdjson::SUCCESS, "not valid JSON");
-  fs::remove(out);
+  auto doc = load_json(parser, out);
 
   CHECK(std::string_view(doc["benchmark"]) == "spawn");
   CHECK(std::string_view(doc["backend"]) == "sandbox");

@@ -36,11 +36,7 @@ TEST_CASE("a short supervision benchmark run writes every figure beside its targ
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
 
   simdjson::dom::parser parser;
-  simdjson::dom::element doc;
-  auto loaded = simdjson::padded_string::load(out.string());
-  REQUIRE(loaded.error() == simdjson::SUCCESS);
-  REQUIRE_MESSAGE(parser.parse(loaded.value()).get(doc) == simdjson::SUCCESS, "not valid JSON");
-  fs::remove(out);
+  auto doc = load_json(parser, out);
 
   CHECK(std::string_view(doc["benchmark"]) == "supervision");
   CHECK(std::string_view(doc["backend"]) == "sandbox");
