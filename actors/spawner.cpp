@@ -220,6 +220,7 @@ vm_options resolve(const agent_request& req, const agent_defaults& d) {
   o.spec.cpu_weight = req.cpu_weight != 0 ? req.cpu_weight : d.cpu_weight;
   o.spec.workspace_bytes = d.workspace_mb << 20;
   o.spec.heartbeat_ms = d.heartbeat_ms;
+  o.spec.allow_faults = d.allow_faults;
   o.hang_timeout_ms = d.hang_timeout_ms;
   o.ready_timeout_ms = d.ready_timeout_ms;
   o.max_calls_in_flight = d.max_calls_in_flight;
@@ -842,6 +843,30 @@ caf::result<agent_info> on_stop(self_ptr self, const std::string& id) {
   return rp;
 }
 
+/// A chaos fault for the child's current machine: its vm_actor answers.
+/// Not a tool call (not counted, never queued or retried): a child without
+/// a ready machine refuses it, as a spawning vm_actor does.
+caf::result<tool_result> on_fault(self_ptr self, const std::string& id, fault_request& f) {
+  auto* c = find_agent(self, id);
+  if (c == nullptr)
+    return make_error(errc::not_found, "no agent " + id);
+  if (c->ph != phase::ready)
+    return make_error(errc::draining, "agent " + id + " is not ready");
+  auto rp = self->make_response_promise<tool_result>();
+  // Reporting faults (cpu_hog) answer after f.ms; the others at once.
+  auto timeout = milliseconds(uint64_t{f.ms} + c->opts.call_timeout_ms) + call_margin;
+  self->request(c->actor, timeout, fault_atom::value, std::move(f))
+    .then([=](tool_result& r) mutable { rp.deliver(std::move(r)); },
+          [=](caf::error& err) mutable {
+            // A machine that died under the fault says nothing: name it.
+            if (is_receiver_down(err))
+              rp.deliver(make_error(errc::agent_down, "agent " + id + " went down"));
+            else
+              rp.deliver(std::move(err));
+          });
+  return rp;
+}
+
 caf::result<void> on_evict(self_ptr self, const evict_request& ev) {
   auto* c = find(self, ev.agent_id);
   if (c == nullptr || !c->actor)
@@ -893,6 +918,7 @@ caf::behavior spawner(self_ptr self, spawner_context ctx, spawner_options opts) 
     [self](get_atom, std::string& id) { return on_get(self, id); },
     [self](list_atom) { return on_list(self); },
     [self](stop_atom, std::string& id) { return on_stop(self, id); },
+    [self](fault_atom, std::string& id, fault_request& f) { return on_fault(self, id, f); },
     [self](evict_request& ev) { return on_evict(self, ev); },
     [self](shutdown_atom) { return on_shutdown(self); },
     [self](const agent_ready& r) { on_ready(self, r); },

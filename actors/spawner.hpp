@@ -17,6 +17,11 @@
 ///       A call for an agent that is restarting waits for the replacement;
 ///       a retryable call whose agent goes down is sent once more to the
 ///       replacement; every call gets exactly one answer.
+///   (fault_atom, std::string id, fault_request) -> tool_result: a chaos
+///       fault forwarded to the agent's vm_actor, whose answer is the answer
+///       (the guest obeys only with agents.allow_faults); not_found if
+///       unknown, draining while it has no ready machine. Not a tool call:
+///       never queued, retried or counted by calls_atom.
 ///   evict_request                 (from the governor) stop that agent with
 ///       reason evicted; it is restarted per its restart type.
 ///   (shutdown_atom)               -> caf::unit once every child is stopped,

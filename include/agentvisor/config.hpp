@@ -71,6 +71,9 @@ struct agent_defaults {
   uint32_t max_calls_in_flight = 16;
   /// Time a guest gets from spawn to its `ready` line.
   uint32_t ready_timeout_ms = 10000;
+  /// Let the guests obey chaos faults (the spawner's and vm_actor's
+  /// fault_atom). Off in production: a fault ends or burdens the agent.
+  bool allow_faults = false;
 
   bool operator==(const agent_defaults&) const = default;
 };

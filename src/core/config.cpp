@@ -421,6 +421,7 @@ void describe(agent_defaults& c, V& v) {
   v.uint("hang_timeout_ms", c.hang_timeout_ms, {1, day_ms});
   v.uint("max_calls_in_flight", c.max_calls_in_flight, {1, 65'536});
   v.uint("ready_timeout_ms", c.ready_timeout_ms, {100, hour_ms});
+  v.boolean("allow_faults", c.allow_faults);
 }
 
 template <class V>

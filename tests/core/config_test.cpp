@@ -85,6 +85,7 @@ TEST_CASE("an empty object gives the built-in defaults") {
   CHECK(c.agents.cpu_weight == 100);
   CHECK(c.agents.heartbeat_ms == 1000);
   CHECK(c.agents.hang_timeout_ms == 5000);
+  CHECK(c.agents.allow_faults == false);
   CHECK(c.pool.warm == 0);
   CHECK(c.supervision.strategy == restart_strategy::simple_one_for_one);
   CHECK(c.supervision.restart == restart_type::permanent);
@@ -113,7 +114,7 @@ TEST_CASE("a full file sets every key") {
     "agents": {
       "memory_mb": 512, "pids": 256, "cpu_weight": 250, "workspace_mb": 1024,
       "heartbeat_ms": 500, "hang_timeout_ms": 3000, "max_calls_in_flight": 4,
-      "ready_timeout_ms": 20000
+      "ready_timeout_ms": 20000, "allow_faults": true
     },
     "pool": {"warm": 8},
     "supervision": {
@@ -146,6 +147,7 @@ TEST_CASE("a full file sets every key") {
   CHECK(c.agents.hang_timeout_ms == 3000);
   CHECK(c.agents.max_calls_in_flight == 4);
   CHECK(c.agents.ready_timeout_ms == 20000);
+  CHECK(c.agents.allow_faults == true);
   CHECK(c.pool.warm == 8);
   CHECK(c.supervision.strategy == restart_strategy::one_for_all);
   CHECK(c.supervision.restart == restart_type::transient);
@@ -262,6 +264,10 @@ TEST_CASE("a value of the wrong type names the key, the expectation and the "
         == "keep_workspaces: expected true or false, got \"yes\"");
   CHECK(parse_error(R"({"keep_workspaces": 1})")
         == "keep_workspaces: expected true or false, got 1");
+  CHECK(parse_error(R"({"agents": {"allow_faults": "yes"}})")
+        == "agents.allow_faults: expected true or false, got \"yes\"");
+  CHECK(parse_error(R"({"agents": {"allow_faults": null}})")
+        == "agents.allow_faults: expected true or false, got null");
   CHECK(parse_error(R"({"instance": null})")
         == "instance: expected a string, got null");
   CHECK(parse_error(R"({"api": {"listen": 7878}})")
@@ -567,7 +573,7 @@ TEST_CASE("the defaults print as JSON that parses back to the defaults") {
                    "pressure_check_ms", "max_queued", "evict_timeout_ms", "agents",
                    "cpu_weight", "workspace_mb", "heartbeat_ms",
                    "hang_timeout_ms", "max_calls_in_flight", "ready_timeout_ms",
-                   "pool", "warm", "supervision", "strategy", "restart",
+                   "allow_faults", "pool", "warm", "supervision", "strategy", "restart",
                    "max_restarts", "period_ms", "min_backoff_ms",
                    "max_backoff_ms", "random_factor", "shutdown_timeout_ms",
                    "api", "listen", "token_file", "max_body_bytes", "metrics",
@@ -597,6 +603,7 @@ TEST_CASE("any valid config survives a round trip through JSON") {
   c.agents.hang_timeout_ms = 86400000;
   c.agents.max_calls_in_flight = 65536;
   c.agents.ready_timeout_ms = 100;
+  c.agents.allow_faults = true;
   c.pool.warm = 99999;
   c.supervision.strategy = restart_strategy::rest_for_one;
   c.supervision.restart = restart_type::temporary;

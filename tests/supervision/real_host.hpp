@@ -5,6 +5,7 @@
 // no agent cgroup of the test's instance is left.
 
 #include "sandbox_backend.hpp"
+#include "with_messages.hpp"
 
 #include "agentvisor/messages.hpp"
 
@@ -25,11 +26,6 @@ inline void skip_unless_root(const char* what) {
     std::fprintf(stderr, "SKIP: %s need root (cgroups, mounts)\n", what);
     std::exit(77);
   }
-}
-
-inline caf::actor_system_config& with_messages(caf::actor_system_config& cfg) {
-  register_messages(cfg);
-  return cfg;
 }
 
 struct real_host {

@@ -7,6 +7,7 @@
 // which children restarted and in which order without knowing their kind.
 
 #include "spawner.hpp"
+#include "with_messages.hpp"
 
 #include "agentvisor/messages.hpp"
 
@@ -130,11 +131,6 @@ inline caf::behavior watcher(caf::stateful_actor<watcher_state>* self,
   };
 }
 
-inline caf::actor_system_config& with_messages(caf::actor_system_config& cfg) {
-  register_messages(cfg);
-  return cfg;
-}
-
 /// Options that make tests quick without depending on speed: short
 /// backoffs, a generous intensity, short stop timeouts.
 inline spawner_options test_options() {
@@ -152,8 +148,10 @@ inline spawner_options test_options() {
 }
 
 struct spawner_fixture {
+  /// The fixture's own system, unless it runs in another's (a real host).
   caf::actor_system_config cfg;
-  caf::actor_system sys{with_messages(cfg)};
+  std::unique_ptr<caf::actor_system> own_sys;
+  caf::actor_system& sys;
   std::optional<caf::scoped_actor> self_{std::in_place, sys};
   std::shared_ptr<child_log> log = std::make_shared<child_log>();
   caf::actor watch = sys.spawn(watcher, log);
@@ -164,8 +162,25 @@ struct spawner_fixture {
   caf::actor sp;
   std::vector<caf::actor> extra; // killed at the end
 
-  explicit spawner_fixture(child_factory f) : inner(std::move(f)) {
+  /// The backend and I/O thread for real vm_actors (unset for test children).
+  backend_actor backend;
+  io::io_thread* io = nullptr;
+  /// Leave spawner_context.factory empty: the spawner spawns vm_actors on
+  /// its own (the production path). The log then records no spawns and
+  /// kill() cannot find children; tests observe them through get (pids).
+  bool default_factory = false;
+
+  explicit spawner_fixture(child_factory f)
+    : own_sys(std::make_unique<caf::actor_system>(with_messages(cfg))),
+      sys(*own_sys),
+      inner(std::move(f)) {
     spdlog::set_level(spdlog::level::warn); // the spawner's info lines are noise here
+  }
+
+  /// Runs in `host_sys` (whose config registered the message types).
+  spawner_fixture(caf::actor_system& host_sys, child_factory f)
+    : sys(host_sys), inner(std::move(f)) {
+    spdlog::set_level(spdlog::level::warn);
   }
 
   ~spawner_fixture() {
@@ -188,8 +203,11 @@ struct spawner_fixture {
 
   void start_spawner() {
     spawner_context ctx;
+    ctx.backend = backend;
+    ctx.io = io;
     ctx.governor = governor;
-    ctx.factory = [log = log, watch = watch, inner = inner](caf::actor_system& s,
+    if (!default_factory)
+      ctx.factory = [log = log, watch = watch, inner = inner](caf::actor_system& s,
                                                             const vm_options& o,
                                                             const caf::actor& parent) {
       auto a = inner(s, o, parent);
