@@ -86,6 +86,7 @@ std::string_view http_code_name(int status) {
 void write_agent(json::writer& w, const agent_info& a) {
   w.begin_object()
     .field("id", a.id)
+    .field("machine", a.machine)
     .field("name", a.name)
     .field("state", to_string(a.state))
     .field("backend", a.backend)

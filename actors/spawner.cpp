@@ -65,15 +65,21 @@ struct pending_call {
 };
 
 struct child {
+  /// The agent's id (API, list, get, calls): the child's for its whole life.
   std::string id;
   std::string name;
+  /// opts.spec.id is the *machine* id: the current vm_actor's, its cgroup's
+  /// and its usage reports'. It equals `id` unless the child restarted on an
+  /// adopted pool member, whose machine keeps the member's own id.
   vm_options opts;
   restart_type restart = restart_type::permanent;
   /// A warm pool member not handed out yet.
   bool pooled = false;
   phase ph = phase::granting;
   caf::actor actor;
-  bool granted = false;
+  /// The id the governor's grant is held under (a machine id), empty when
+  /// none is held: every release goes there, once.
+  std::string grant_id;
   bool ever_ready = false;
   /// Bumped at each (re)spawn, so late grants and timers of an older
   /// incarnation are ignored.
@@ -94,6 +100,10 @@ struct child {
   std::vector<caf::typed_response_promise<agent_info>> start_waiters;
   std::deque<pending_call> queued;
   std::map<uint64_t, pending_call> in_flight;
+
+  const std::string& machine() const {
+    return opts.spec.id;
+  }
 };
 
 struct spawner_state {
@@ -142,6 +152,14 @@ child* find_by_actor(self_ptr self, const caf::actor_addr& addr) {
   return nullptr;
 }
 
+/// By machine id: what the governor (evict_request) and agent_oom name.
+child* find_by_machine(self_ptr self, const std::string& machine) {
+  for (auto& c : self->state.children)
+    if (c->machine() == machine)
+      return c.get();
+  return nullptr;
+}
+
 bool is_live_child(self_ptr self, const caf::actor& a) {
   return find_by_actor(self, a.address()) != nullptr;
 }
@@ -159,6 +177,7 @@ vm_state state_of(phase p) {
 agent_info record_info(const child& c) {
   agent_info i;
   i.id = c.id;
+  i.machine = c.machine();
   i.name = c.name;
   i.state = state_of(c.ph);
   i.restart = c.restart;
@@ -175,6 +194,7 @@ agent_info record_info(const child& c) {
 /// The child's live view, with what only the spawner knows on top.
 agent_info merge(agent_info live, const child& c) {
   live.id = c.id;
+  live.machine = c.machine();
   live.name = c.name;
   live.restart = c.restart;
   live.restarts = c.restarts;
@@ -342,9 +362,9 @@ child& add_child(self_ptr self, std::string name, vm_options opts, restart_type 
 }
 
 void release_grant(self_ptr self, child& c) {
-  if (c.granted && self->state.ctx.governor)
-    self->send(self->state.ctx.governor, release_atom::value, c.id);
-  c.granted = false;
+  if (!c.grant_id.empty() && self->state.ctx.governor)
+    self->send(self->state.ctx.governor, release_atom::value, c.grant_id);
+  c.grant_id.clear();
 }
 
 /// Removes a child for good; every promise it holds gets its answer.
@@ -427,13 +447,17 @@ void begin_spawn(self_ptr self, child& c) {
   auto& st = self->state;
   auto gen = ++c.generation;
   c.ph = phase::granting;
+  // A cold spawn runs under the agent's own id, also after the child ran
+  // on an adopted pool machine (ids are never reused: no clash).
+  c.opts.spec.id = c.id;
   if (!st.ctx.governor) {
     do_spawn(self, c);
     return;
   }
-  grant_request req{c.id, c.opts.spec.memory_bytes, c.opts.spec.pids, c.opts.spec.cpu_weight,
-                    st.opts.grant_deadline_ms};
+  grant_request req{c.machine(), c.opts.spec.memory_bytes, c.opts.spec.pids,
+                    c.opts.spec.cpu_weight, st.opts.grant_deadline_ms};
   auto id = c.id;
+  auto machine = c.machine();
   self->request(st.ctx.governor, milliseconds(st.opts.grant_deadline_ms) + call_margin,
                 grant_atom::value, std::move(req))
     .then(
@@ -442,10 +466,10 @@ void begin_spawn(self_ptr self, child& c) {
         if (c == nullptr || c->generation != gen || c->ph != phase::granting
             || self->state.escalation) {
           // Nobody needs it any more: give it straight back.
-          self->send(self->state.ctx.governor, release_atom::value, id);
+          self->send(self->state.ctx.governor, release_atom::value, machine);
           return;
         }
-        c->granted = true;
+        c->grant_id = machine;
         do_spawn(self, *c);
       },
       [=](caf::error& err) {
@@ -465,6 +489,42 @@ void fill_pool(self_ptr self) {
     auto& c = add_child(self, {}, resolve({}, st.opts.defaults), restart_type::permanent, true);
     begin_spawn(self, c);
   }
+}
+
+/// A restart on the warm pool: a child whose spec is the pool's takes the
+/// first ready pool member's machine (its actor, machine id and grant) and
+/// keeps its own identity (id, name, restarts, last down, OOM kills). The
+/// member's record goes; the pool refills in the background. False when no
+/// member is ready or the spec differs: the caller spawns cold.
+bool adopt_pool_member(self_ptr self, child& c) {
+  auto& st = self->state;
+  if (c.pooled || !is_default_spec(c.opts, st.opts.defaults))
+    return false;
+  auto i = std::find_if(st.children.begin(), st.children.end(), [](auto& p) {
+    return p->pooled && p->ph == phase::ready && p->actor && !p->remove_on_down;
+  });
+  if (i == st.children.end())
+    return false;
+  auto p = std::move(*i);
+  st.children.erase(i);
+  release_grant(self, c); // none is held while restarting; never leak one
+  ++c.generation;         // timers and grants of the cold path are stale now
+  c.actor = std::move(p->actor);
+  c.opts = p->opts; // the same resolved spec; its spec.id is the machine's
+  c.grant_id = std::move(p->grant_id);
+  c.ph = phase::ready;
+  c.ready_since = clock_type::now();
+  log::agent(c.id).info("restarted on pool machine {}", c.machine());
+  flush_queue(self, c);
+  fill_pool(self);
+  return true;
+}
+
+/// Brings a restarting child back: on a ready pool member if it fits, else
+/// with a cold spawn (grant first).
+void restart_child(self_ptr self, child& c) {
+  if (!adopt_pool_member(self, c))
+    begin_spawn(self, c);
 }
 
 // --- ordered stops ------------------------------------------------------------
@@ -580,7 +640,7 @@ task<void> restart_group(self_ptr self, std::string failed, std::vector<std::str
     if (c->ph != phase::restarting && c->ph != phase::stopping)
       continue; // already restarted by an overlapping group
     ++c->restarts;
-    begin_spawn(self, *c);
+    restart_child(self, *c);
   }
 }
 
@@ -868,7 +928,10 @@ caf::result<tool_result> on_fault(self_ptr self, const std::string& id, fault_re
 }
 
 caf::result<void> on_evict(self_ptr self, const evict_request& ev) {
-  auto* c = find(self, ev.agent_id);
+  // The governor names the machine (the grant's id); accept the agent id too.
+  auto* c = find_by_machine(self, ev.agent_id);
+  if (c == nullptr)
+    c = find(self, ev.agent_id);
   if (c == nullptr || !c->actor)
     return caf::unit;
   log::agent(c->id).warn("evicted: {}", ev.why);
@@ -923,7 +986,12 @@ caf::behavior spawner(self_ptr self, spawner_context ctx, spawner_options opts) 
     [self](shutdown_atom) { return on_shutdown(self); },
     [self](const agent_ready& r) { on_ready(self, r); },
     [self](const agent_oom& oom) {
-      if (auto* c = find(self, oom.id))
+      // oom.id is the machine id: a child on an adopted pool machine is
+      // found by its actor (or that id), not by its agent id.
+      auto* c = find_by_actor(self, caf::actor_cast<caf::actor_addr>(self->current_sender()));
+      if (c == nullptr)
+        c = find_by_machine(self, oom.id);
+      if (c != nullptr)
         ++c->oom_kills;
     },
     [self](restart_atom, std::string& id, uint64_t gen) {
@@ -933,7 +1001,7 @@ caf::behavior spawner(self_ptr self, spawner_context ctx, spawner_options opts) 
         return;
       if (c->ever_ready)
         ++c->restarts;
-      begin_spawn(self, *c);
+      restart_child(self, *c);
     },
     [self](wait_down_atom, caf::actor& a) -> caf::response_promise {
       auto rp = self->make_response_promise();

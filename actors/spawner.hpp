@@ -28,7 +28,9 @@
 ///       in reverse start order, graceful then forced after shutdown_timeout.
 ///
 /// Each spawn asks the governor for a grant first (grant_request with the
-/// queue deadline) and releases it (release_atom) when the machine is gone.
+/// queue deadline, under the machine id) and releases it (release_atom, same
+/// id) when the machine is gone. A restart of a child with the pool's spec
+/// adopts a ready pool member (its machine and grant) instead of a spawn.
 /// When more than max_restarts restarts happen within period_ms, the
 /// spawner stops all children and quits with make_error(errc::escalated,
 /// ...), which its own parent sees in its down_msg.

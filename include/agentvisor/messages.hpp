@@ -201,6 +201,10 @@ struct agent_ready {
 /// A live agent as the API shows it.
 struct agent_info {
   std::string id;
+  /// The machine behind the agent now (its vm_actor's spec.id, cgroup and
+  /// grant): the agent id, or a pool member's id after a restart that
+  /// adopted a warm pool member.
+  std::string machine;
   std::string name;
   vm_state state = vm_state::spawning;
   std::string backend;
@@ -333,7 +337,7 @@ typename Inspector::result_type inspect(Inspector& f, agent_ready& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, agent_info& x) {
-  return f(caf::meta::type_name("agent_info"), x.id, x.name, x.state, x.backend, x.restart,
+  return f(caf::meta::type_name("agent_info"), x.id, x.machine, x.name, x.state, x.backend, x.restart,
            x.restarts, x.last_down_reason, x.oom_kills, x.memory_bytes, x.memory_limit_bytes,
            x.pids_limit, x.pid, x.calls_in_flight, x.calls_queued);
 }

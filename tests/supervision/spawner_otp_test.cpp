@@ -8,6 +8,8 @@
 
 #include "spawner_scenarios.hpp"
 
+#include "resource_governor.hpp"
+
 #include <atomic>
 #include <set>
 
@@ -31,6 +33,7 @@ struct control {
   bool drop_held = false;
   std::map<std::string, int> incarnations;
   std::map<std::string, std::vector<std::chrono::steady_clock::time_point>> spawn_times;
+  /// Set under `m` once children may be spawning.
   std::chrono::milliseconds ready_delay{10};
   /// Children that sent agent_ready (after the send: a request the test
   /// sends after seeing it queues behind the agent_ready).
@@ -39,6 +42,11 @@ struct control {
   int ready_count() {
     std::lock_guard<std::mutex> g{m};
     return readies;
+  }
+
+  std::chrono::milliseconds delay() {
+    std::lock_guard<std::mutex> g{m};
+    return ready_delay;
   }
 
   int spawned(const std::string& id) {
@@ -72,9 +80,9 @@ caf::behavior test_child(caf::stateful_actor<test_child_state>* self, vm_options
     self->quit(make_down_error(d));
   };
   if (ctl->has(ctl->never_ready, id))
-    self->delayed_send(self, ctl->ready_delay, die_atom::value);
+    self->delayed_send(self, ctl->delay(), die_atom::value);
   else
-    self->delayed_send(self, ctl->ready_delay, ready_atom::value);
+    self->delayed_send(self, ctl->delay(), ready_atom::value);
   return {
     [=](ready_atom) {
       self->send(parent, agent_ready{id, 4242, "test", 1});
@@ -461,4 +469,228 @@ TEST_CASE_FIXTURE(test_fixture, "escalation answers pending calls and starts bef
   REQUIRE(eventually([&] { return t->answered == 2 && *pending != 0; }));
   CHECK(*pending == 2);
   sp = nullptr;
+}
+
+// --- restarts on the warm pool ---------------------------------------------------
+
+namespace {
+
+/// A real resource_governor with an explicit budget (no detection, no
+/// pressure): its state shows what is granted.
+caf::actor real_governor(caf::actor_system& sys) {
+  governor_options g;
+  g.host.memory_mb = 4096;
+  g.host.cpus = 2;
+  g.host.max_agents = 64;
+  g.host.pids = 1u << 20;
+  g.host.min_available_mb = 0;
+  g.host.pressure_high_water = 1.0;
+  return spawn_resource_governor(sys, nullptr, g);
+}
+
+governor_state governor_now(spawner_fixture& f) {
+  governor_state out;
+  f.self()
+    ->request(f.governor, caf::infinite, get_atom::value)
+    .receive([&](governor_state& s) { out = std::move(s); },
+             [&](caf::error& err) { FAIL(caf::to_string(err)); });
+  return out;
+}
+
+std::vector<std::string> granted_ids(spawner_fixture& f) {
+  std::vector<std::string> out;
+  for (auto& a : governor_now(f).agents)
+    out.push_back(a.agent_id);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+/// The pool is full and every child (pool members and agents) is ready.
+bool settled(test_fixture& f, int spawns) {
+  return f.eventually([&] {
+    return f.log->total_spawns() == spawns && f.ctl->ready_count() == spawns;
+  });
+}
+
+/// Every grant the test governor logged was released exactly once, after it
+/// was granted: no leak, no double release.
+void check_grants_balance(const child_log& log) {
+  std::map<std::string, int> held;
+  for (auto& e : log.events()) {
+    if (e.rfind("grant ", 0) == 0) {
+      auto& n = held[e.substr(6)];
+      CHECK_MESSAGE(n == 0, "granted twice without release: " << e);
+      ++n;
+    } else if (e.rfind("release ", 0) == 0) {
+      auto& n = held[e.substr(8)];
+      CHECK_MESSAGE(n == 1, "released without a grant held: " << e);
+      --n;
+    }
+  }
+  for (auto& [id, n] : held)
+    CHECK_MESSAGE(n == 0, "grant of " << id << " leaked");
+}
+
+} // namespace
+
+TEST_CASE_FIXTURE(test_fixture, "a crashed child with the pool's spec restarts on a ready pool member (test children)") {
+  opts.pool.warm = 2;
+  opts.supervision.min_backoff_ms = 200; // calls queue while it restarts
+  opts.supervision.max_backoff_ms = 200;
+  governor = sys.spawn(test_governor, log);
+  extra.push_back(governor);
+  start_spawner();
+  REQUIRE(settled(*this, 2));
+  auto x = start("w");
+  REQUIRE(x);
+  auto a = x->id;
+  CHECK(x->machine == a); // handed out: the member's id is the agent's
+  REQUIRE(settled(*this, 3));
+  auto mark = log->size();
+  kill(a, down_reason::crashed, "boom");
+  REQUIRE(eventually([&] {
+    auto i = get(a);
+    return i && i->state == vm_state::spawning;
+  }));
+  auto t = std::make_shared<tally>();
+  for (int i = 0; i < 3; ++i)
+    async_call(*this, t, a, make_call("echo", false));
+  REQUIRE(ready_after(a, 1));
+  auto info = get(a);
+  REQUIRE(info);
+  CHECK(info->id == a);
+  CHECK(info->name == "w");
+  CHECK(info->last_down_reason == "crashed: boom");
+  CHECK(info->machine != a);
+  auto m1 = info->machine;
+  // No cold spawn for the agent: its machine was a ready pool member.
+  CHECK(log->spawns(a) == 1);
+  CHECK(log->spawns(m1) == 1);
+  // The calls queued during the restart went to the adopted machine.
+  REQUIRE(eventually([&] { return t->answered == 3; }));
+  {
+    std::lock_guard<std::mutex> g{t->m};
+    for (auto& r : t->answers) {
+      REQUIRE(r);
+      CHECK(r->result_json == "{\"by\":\"" + m1 + "#1\"}");
+    }
+  }
+  // The pool refills in the background, and the member is no agent.
+  REQUIRE(settled(*this, 4));
+  CHECK(log->since(mark, "spawn ").size() == 1);
+  CHECK(log->since(mark, "spawn ") != ids{a});
+  auto all = list();
+  REQUIRE(all.size() == 1);
+  CHECK(all[0].id == a);
+  CHECK(all[0].machine == m1);
+  // Again, through the adopted machine: another member, still no spawn of a.
+  kill(m1, down_reason::oom, "OOM kill");
+  REQUIRE(ready_after(a, 2));
+  auto m2 = get(a)->machine;
+  CHECK(m2 != m1);
+  CHECK(m2 != a);
+  CHECK(log->spawns(a) == 1);
+  REQUIRE(settled(*this, 5));
+  auto r = call(a, make_call("echo", false));
+  REQUIRE(r);
+  CHECK(r->result_json == "{\"by\":\"" + m2 + "#1\"}");
+  REQUIRE(stop(a));
+  REQUIRE(shutdown());
+  REQUIRE(eventually([&] {
+    return log->since(0, "release ").size() == log->since(0, "grant ").size();
+  }));
+  CHECK(log->since(0, "grant ").size() == 5);
+  check_grants_balance(*log);
+}
+
+TEST_CASE_FIXTURE(test_fixture, "grants follow the machine through pool restarts and stops (test children)") {
+  opts.pool.warm = 2;
+  opts.supervision.min_backoff_ms = 1;
+  opts.supervision.max_backoff_ms = 1;
+  governor = real_governor(sys);
+  extra.push_back(governor);
+  start_spawner();
+  REQUIRE(settled(*this, 2));
+  auto a = start_ok("a");
+  REQUIRE(settled(*this, 3));
+  auto b = start_ok("b");
+  REQUIRE(settled(*this, 4));
+  int spawns = 4;
+  for (int round = 1; round <= 4; ++round) {
+    auto victim = round % 2 ? a : b;
+    auto machine = get(victim)->machine;
+    kill(machine, down_reason::crashed, "round " + std::to_string(round));
+    REQUIRE(ready_after(victim, static_cast<uint32_t>((round + 1) / 2)));
+    REQUIRE(settled(*this, ++spawns));
+    CHECK(get(victim)->machine != machine);
+    // Two agents and two pool members hold a grant each, under their
+    // machine ids.
+    auto g = governor_now(*this);
+    CHECK(g.used.agents == 4);
+    CHECK(g.used.memory_bytes == 4 * (uint64_t{64} << 20));
+    auto held = granted_ids(*this);
+    CHECK(std::find(held.begin(), held.end(), get(a)->machine) != held.end());
+    CHECK(std::find(held.begin(), held.end(), get(b)->machine) != held.end());
+  }
+  CHECK(log->spawns(a) == 1);
+  CHECK(log->spawns(b) == 1);
+  REQUIRE(stop(a));
+  REQUIRE(eventually([&] { return governor_now(*this).used.agents == 3; }));
+  REQUIRE(shutdown());
+  REQUIRE(eventually([&] {
+    auto g = governor_now(*this);
+    return g.used.agents == 0 && g.used.memory_bytes == 0;
+  }));
+}
+
+TEST_CASE_FIXTURE(test_fixture, "a child whose spec differs from the pool's restarts cold (test children)") {
+  opts.pool.warm = 1;
+  governor = sys.spawn(test_governor, log);
+  extra.push_back(governor);
+  start_spawner();
+  REQUIRE(settled(*this, 1));
+  auto big = start("big", restart_type::permanent, 128);
+  REQUIRE(big);
+  REQUIRE(settled(*this, 2));
+  kill(big->id, down_reason::crashed, "boom");
+  REQUIRE(ready_after(big->id, 1));
+  CHECK(get(big->id)->machine == big->id);
+  CHECK(log->spawns(big->id) == 2);
+  // The pool member is untouched.
+  CHECK(log->total_spawns() == 3);
+  CHECK(list().size() == 1);
+  REQUIRE(stop(big->id));
+  REQUIRE(shutdown());
+  REQUIRE(eventually([&] {
+    return log->since(0, "release ").size() == log->since(0, "grant ").size();
+  }));
+  check_grants_balance(*log);
+}
+
+TEST_CASE_FIXTURE(test_fixture, "a restart with no ready pool member spawns cold (test children)") {
+  opts.pool.warm = 1;
+  start_spawner();
+  REQUIRE(settled(*this, 1));
+  auto a = start_ok("a"); // takes the only member
+  {
+    std::lock_guard<std::mutex> g{ctl->m};
+    ctl->ready_delay = std::chrono::milliseconds(1500); // the refill is not ready in time
+  }
+  REQUIRE(eventually([&] { return log->total_spawns() == 2; }));
+  kill(a, down_reason::crashed, "boom");
+  REQUIRE(ready_after(a, 1));
+  CHECK(get(a)->machine == a);
+  CHECK(log->spawns(a) == 2);
+}
+
+TEST_CASE_FIXTURE(test_fixture, "with pool.warm = 0 a restart spawns cold under the agent's id (test children)") {
+  opts.pool.warm = 0;
+  start_spawner();
+  auto a = start_ok("a");
+  CHECK(get(a)->machine == a);
+  kill(a, down_reason::crashed, "boom");
+  REQUIRE(ready_after(a, 1));
+  CHECK(get(a)->machine == a);
+  CHECK(log->spawns(a) == 2);
+  CHECK(log->total_spawns() == 2);
 }
