@@ -34,6 +34,7 @@ struct command_table::command {
 
 namespace {
 
+
 /// posix_spawn attributes and file actions, destroyed on scope exit.
 struct spawn_setup {
   posix_spawnattr_t attr;
@@ -144,9 +145,12 @@ status command_table::start(uint64_t id, const workspace& ws, const tool_args& a
     return tool_error{tool_errc::exec_failed, std::move(m)};
   }
   // Under a cgroup OOM the kernel should kill a command before the guest:
-  // commands (and what they fork) run at oom_score_adj 500. Raising a score
-  // needs no privilege; lowering the guest's would need CAP_SYS_RESOURCE,
-  // which user namespaces and some hosts (this CI's) do not grant.
+  // commands run at oom_score_adj 500, written as soon as posix_spawn
+  // returns (the command has exec'd and owns its /proc entry by then).
+  // Not the guest lowering its own: that needs CAP_SYS_RESOURCE, which user
+  // namespaces and some hosts (this CI's) do not grant, and the guest cannot
+  // write its own entry at all (set-uid made it non-dumpable). A process
+  // the command forks before the write lands keeps 0.
   {
     auto path = "/proc/" + std::to_string(c->pid) + "/oom_score_adj";
     if (int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC); fd >= 0) {

@@ -52,6 +52,12 @@ TEST_CASE("a short supervision benchmark run writes every figure beside its targ
   // Each measured call met the dying agent or waited for the replacement,
   // and was answered ok by the replacement (the bench fails otherwise).
   CHECK(int64_t(repl["answered_on_retry"]) >= 0);
+  // The pooled restarts: some took a pool member (a refill slower than the
+  // wait between kills makes a cold one, on a loaded machine).
+  auto pooled = doc["kill_to_replacement_pooled"];
+  check_stats(pooled, "kill_to_replacement_pooled", 10);
+  CHECK(int64_t(pooled["restarts_from_pool"]) >= 1);
+  CHECK(int64_t(pooled["restarts_from_pool"]) <= 10);
   check_stats(doc["pool_handout"], "pool_handout", 5);
   check_stats(doc["pool_handout"]["request_floor"], "request_floor", 5);
   auto mem = doc["memory"];
@@ -74,8 +80,8 @@ TEST_CASE("a short supervision benchmark run writes every figure beside its targ
     passed += pass ? 1 : 0;
     CHECK(pass == (number(m["value"]) < number(m["target"])));
   }
-  for (const char* n : {"kill_to_down_p99", "kill_to_down_p50", "kill_to_replacement_p50",
-                        "pool_handout_p50", "memory_per_agent"})
+  for (const char* n : {"kill_to_down_p99", "kill_to_down_p50", "kill_to_replacement_pooled_p50",
+                        "kill_to_replacement_cold_p50", "pool_handout_p50", "memory_per_agent"})
     CHECK(names.count(n) == 1);
   CHECK(int64_t(doc["summary"]["targets"]) == with_target);
   CHECK(int64_t(doc["summary"]["passed"]) == passed);

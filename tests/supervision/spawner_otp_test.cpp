@@ -671,11 +671,13 @@ TEST_CASE_FIXTURE(test_fixture, "a restart with no ready pool member spawns cold
   opts.pool.warm = 1;
   start_spawner();
   REQUIRE(settled(*this, 1));
-  auto a = start_ok("a"); // takes the only member
   {
+    // Before the hand-out: the refill it starts must not be ready in time
+    // (set after it, the refill may already run with the short delay).
     std::lock_guard<std::mutex> g{ctl->m};
-    ctl->ready_delay = std::chrono::milliseconds(1500); // the refill is not ready in time
+    ctl->ready_delay = std::chrono::milliseconds(1500);
   }
+  auto a = start_ok("a"); // takes the only member
   REQUIRE(eventually([&] { return log->total_spawns() == 2; }));
   kill(a, down_reason::crashed, "boom");
   REQUIRE(ready_after(a, 1));

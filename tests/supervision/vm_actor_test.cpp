@@ -112,9 +112,11 @@ TEST_CASE_FIXTURE(fixture, "spawn, ready, tools, get, graceful stop: down reason
   REQUIRE(bad);
   CHECK_FALSE(bad->ok);
   CHECK(bad->error_code == "path_escape");
-  // The OOM killer's order: a command (500) before the guest (0).
+  // The OOM killer's order: a command (500) before the guest (0). The
+  // guest writes the command's score just after the spawn; `cat` is
+  // forked well after that.
   auto adj = call(vm, "execute_command",
-                  R"({"argv":["/bin/sh","-c","cat /proc/1/oom_score_adj /proc/self/oom_score_adj"]})");
+                  R"({"argv":["/bin/sh","-c","sleep 0.2; cat /proc/1/oom_score_adj /proc/self/oom_score_adj"]})");
   REQUIRE(adj);
   INFO(adj->result_json);
   CHECK(contains(adj->result_json, R"(0\n500\n)"));

@@ -331,6 +331,29 @@ struct backend_state {
       ::close(host->control_fd); // the template exits on EOF
       host->control_fd = -1;
     }
+    // The I/O thread's stream holds the socket too: without its close the
+    // template would see no EOF until the I/O thread stops.
+    if (io && template_stream)
+      io->close(template_stream);
+    reap_template(host->template_pid);
+  }
+
+  /// The I/O thread's watch reaps the template while it runs, but it may be
+  /// stopped before the template has seen EOF: wait here (bounded), so no
+  /// zombie is left in a process that goes on (tests, a restarted backend).
+  static void reap_template(pid_t pid) {
+    if (pid <= 0)
+      return;
+    int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (fd < 0)
+      return; // reaped already
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 2000) == 0) {
+      ::syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0);
+      ::poll(&p, 1, 1000);
+    }
+    ::close(fd);
+    ::waitpid(pid, nullptr, WNOHANG); // ECHILD when the I/O thread was first
   }
 };
 
