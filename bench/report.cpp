@@ -14,6 +14,8 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <sstream>
+#include <cstdlib>
 
 namespace agentvisor::bench {
 
@@ -171,6 +173,54 @@ void write_metrics(json::writer& w, const std::vector<metric>& metrics) {
   w.key("summary").begin_object()
     .field("targets", with_target).field("passed", passed).field("failed", with_target - passed)
     .end_object();
+}
+
+uint64_t rss_bytes() {
+  auto v = file_line_value("/proc/self/status", "VmRSS");
+  return std::strtoull(v.c_str(), nullptr, 10) * 1024; // "123456 kB"
+}
+
+uint64_t peak_rss_bytes() {
+  auto v = file_line_value("/proc/self/status", "VmHWM");
+  return std::strtoull(v.c_str(), nullptr, 10) * 1024;
+}
+
+bool reset_peak_rss() {
+  std::ofstream f("/proc/self/clear_refs");
+  return static_cast<bool>(f << "5" << std::flush);
+}
+
+double process_cpu_seconds() {
+  std::ifstream in("/proc/self/stat");
+  std::string line;
+  std::getline(in, line);
+  // The command name (field 2) may hold spaces and parentheses: fields are
+  // counted from the last ')'. utime and stime are fields 14 and 15.
+  auto close = line.rfind(')');
+  if (close == std::string::npos)
+    return 0;
+  std::istringstream rest(line.substr(close + 1));
+  std::string field;
+  double utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14)
+      utime = std::strtod(field.c_str(), nullptr);
+    else if (i == 15)
+      stime = std::strtod(field.c_str(), nullptr);
+  }
+  return (utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+bool write_output(const std::string& path, const std::string& text) {
+  if (path.empty())
+    return std::fwrite(text.data(), 1, text.size(), stdout) == text.size() && std::fflush(stdout) == 0;
+  auto tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!(f << text) || !f.flush())
+      return false;
+  }
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
 } // namespace agentvisor::bench

@@ -107,4 +107,25 @@ void write_metric(json::writer& w, const metric& m);
 /// The "metrics" array and the "summary" (targets, passed, failed).
 void write_metrics(json::writer& w, const std::vector<metric>& metrics);
 
+// --- this process ---------------------------------------------------------------
+
+/// VmRSS of this process, in bytes.
+uint64_t rss_bytes();
+
+/// VmHWM (peak RSS) of this process since it started or since the last
+/// reset_peak_rss(), in bytes.
+uint64_t peak_rss_bytes();
+
+/// Resets VmHWM to the current RSS (clear_refs 5), so a phase can read its
+/// own peak. False when the kernel refuses.
+bool reset_peak_rss();
+
+/// The CPU time every thread of this process used so far (utime + stime of
+/// /proc/self/stat), in seconds; reaped children are not in it.
+double process_cpu_seconds();
+
+/// Writes `text` to `path` (through a temporary file, renamed), or to
+/// stdout when `path` is empty. False with errno set on failure.
+bool write_output(const std::string& path, const std::string& text);
+
 } // namespace agentvisor::bench

@@ -6,6 +6,7 @@
 // fork, and fork + exec. Writes one JSON document (docs/performance.md).
 
 #include "harness.hpp"
+#include "peers.hpp"
 #include "report.hpp"
 
 #include "agentvisor/guest_protocol.hpp"
@@ -91,32 +92,6 @@ void check_stop() {
 
 // --- peers ------------------------------------------------------------------------
 
-/// Waits for `pid`; true when it exited with status 0.
-bool reap_ok(pid_t pid) {
-  int st = 0;
-  while (::waitpid(pid, &st, 0) < 0)
-    if (errno != EINTR)
-      return false;
-  return WIFEXITED(st) && WEXITSTATUS(st) == 0;
-}
-
-/// The first executable `name` in PATH, or "".
-std::string find_in_path(const std::string& name) {
-  const char* path = std::getenv("PATH");
-  std::string_view p = path ? path : "/usr/local/bin:/usr/bin:/bin";
-  while (!p.empty()) {
-    auto colon = p.find(':');
-    auto dir = p.substr(0, colon);
-    std::string candidate = std::string{dir.empty() ? "." : dir} + "/" + name;
-    if (::access(candidate.c_str(), X_OK) == 0)
-      return candidate;
-    if (colon == std::string_view::npos)
-      break;
-    p.remove_prefix(colon + 1);
-  }
-  return {};
-}
-
 /// One peer: a way to start a process and wait for it, timed.
 struct peer {
   std::string name;
@@ -135,22 +110,6 @@ struct peer {
     samples_ms.push_back(ms_between(t0, t1));
   }
 };
-
-/// posix_spawn + waitpid of argv, with stdio on /dev/null.
-bool spawn_and_wait(const std::string& path, const std::vector<std::string>& args) {
-  std::vector<char*> argv;
-  for (const auto& a : args)
-    argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  for (int fd = 0; fd <= 2; ++fd)
-    posix_spawn_file_actions_addopen(&fa, fd, "/dev/null", O_RDWR, 0);
-  pid_t pid = -1;
-  int rc = ::posix_spawn(&pid, path.c_str(), &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  return rc == 0 && reap_ok(pid);
-}
 
 std::vector<peer> make_peers() {
   std::vector<peer> peers;
@@ -572,18 +531,6 @@ std::optional<int> parse(int argc, char** argv, options& o) {
   if (o.command_iterations < 0)
     o.command_iterations = std::min(200, o.tool_iterations);
   return std::nullopt;
-}
-
-bool write_output(const std::string& path, const std::string& text) {
-  if (path.empty())
-    return std::fwrite(text.data(), 1, text.size(), stdout) == text.size() && std::fflush(stdout) == 0;
-  auto tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!(f << text) || !f.flush())
-      return false;
-  }
-  return std::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
 } // namespace

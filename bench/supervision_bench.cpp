@@ -12,9 +12,8 @@
 //  - the supervisor's memory per live agent with --agents agents running.
 // Writes one JSON document (docs/performance.md).
 
+#include "host.hpp"
 #include "report.hpp"
-#include "resource_governor.hpp"
-#include "sandbox_backend.hpp"
 #include "spawner.hpp"
 #include "vm_actor.hpp"
 
@@ -64,14 +63,8 @@ constexpr double replacement_p50_target_ms = 5.0;
 constexpr double handout_target_us = 100.0;
 constexpr double per_agent_target_kib = 64.0;
 
-/// The restart delay the replacement figure is measured with: the
-/// mechanism's cost, not a policy's wait (reported in the JSON).
-constexpr uint32_t bench_min_backoff_ms = 1;
 /// The warm pool of the pooled replacement figure and of the hand-outs.
 constexpr uint32_t bench_pool_warm = 2;
-/// Between two kills of the pooled figure: time for the pool to refill (a
-/// cold spawn takes 5-15 ms here), so each restart finds a ready member.
-constexpr auto pooled_refill_wait = 50ms;
 
 struct options {
   int kills = 200;
@@ -119,85 +112,10 @@ std::optional<options> parse(int argc, char** argv) {
   return o;
 }
 
-uint64_t rss_bytes() {
-  auto v = file_line_value("/proc/self/status", "VmRSS");
-  return std::strtoull(v.c_str(), nullptr, 10) * 1024; // "123456 kB"
-}
-
 [[noreturn]] void die(const std::string& what) {
   std::fprintf(stderr, "agentvisor-bench-supervision: %s\n", what.c_str());
   std::exit(1);
 }
-
-/// The real host: I/O thread, sandbox backend, governor, actor system.
-struct host {
-  explicit host(const options& o) {
-    bo.instance = "bench-sup-" + std::to_string(::getpid());
-    bo.state_dir = (std::filesystem::temp_directory_path() / ("agentvisor-" + bo.instance)).string();
-    bo.guest_binary = GUEST_PATH;
-    std::string err;
-    if (!io.start(&err))
-      die("I/O thread: " + err);
-    auto h = sandbox::prepare_host(bo);
-    if (!h)
-      die(h.err().message);
-    cgroup_version = sandbox::describe(**h).find("cgroup v2") != std::string::npos ? "v2" : "v1";
-    backend = sandbox::spawn_sandbox_backend(sys, io, *h);
-    governor_options g;
-    // Room for the memory figure's agents at bench_memory_mb each.
-    g.host.memory_mb = static_cast<uint64_t>(o.agents + 64) * agent_memory_mb;
-    g.host.max_agents = static_cast<uint32_t>(o.agents + 64);
-    governor = spawn_resource_governor(sys, &io, g);
-  }
-  ~host() {
-    caf::scoped_actor self{sys};
-    for (auto& a : {governor}) {
-      self->send_exit(a, caf::exit_reason::user_shutdown);
-      self->wait_for(a);
-    }
-    self->send_exit(backend, caf::exit_reason::user_shutdown);
-    self->wait_for(backend);
-    io.stop();
-    std::filesystem::remove_all(bo.state_dir);
-  }
-
-  static constexpr uint64_t agent_memory_mb = 32;
-
-  vm_options vm(const std::string& id) const {
-    vm_options v;
-    v.spec.id = id;
-    v.spec.memory_bytes = agent_memory_mb << 20;
-    v.spec.workspace_bytes = 8 << 20;
-    v.spec.pids = 32;
-    return v;
-  }
-
-  agent_defaults defaults() const {
-    agent_defaults d;
-    d.memory_mb = agent_memory_mb;
-    d.workspace_mb = 8;
-    d.pids = 32;
-    return d;
-  }
-
-  caf::actor spawner(supervision_config sup, uint32_t warm) {
-    spawner_options so;
-    so.supervision = sup;
-    so.defaults = defaults();
-    so.pool.warm = warm;
-    auto sp = spawn_spawner(sys, spawner_context{backend, &io, governor, {}}, so);
-    caf::anon_send(governor, attach_atom::value, sp);
-    return sp;
-  }
-
-  caf::actor_system_config cfg;
-  caf::actor_system sys{(register_messages(cfg), cfg)};
-  io::io_thread io;
-  sandbox::backend_options bo;
-  backend_actor backend;
-  caf::actor governor;
-  std::string cgroup_version = "v1";
-};
 
 // --- kill -> down ---------------------------------------------------------------
 
@@ -208,9 +126,9 @@ struct down_samples {
 
 down_samples kill_to_down(host& h, int n, progress& prog) {
   down_samples out;
-  caf::scoped_actor self{h.sys};
+  caf::scoped_actor self{h.sys()};
   for (int k = 0; k < n; ++k) {
-    auto vm = spawn_vm_actor(h.sys, vm_context{h.backend, &h.io, caf::actor{self}, {}},
+    auto vm = spawn_vm_actor(h.sys(), vm_context{h.backend(), &h.io(), caf::actor{self}, {}},
                              h.vm("kd-" + std::to_string(k)));
     self->monitor(vm);
     int pid = 0;
@@ -243,71 +161,6 @@ down_samples kill_to_down(host& h, int n, progress& prog) {
 }
 
 // --- kill -> replacement serving ----------------------------------------------------
-
-struct restart_samples {
-  std::vector<double> ms;
-  int retried = 0; ///< answered on the second attempt (the first met the dying agent)
-  int from_pool = 0; ///< restarts that adopted a pool member (machine id changed)
-};
-
-agent_info start_agent(caf::scoped_actor& self, const caf::actor& sp, agent_request r) {
-  agent_info out;
-  self->request(sp, caf::duration{60s}, start_atom::value, std::move(r))
-    .receive([&](agent_info& i) { out = std::move(i); },
-             [&](caf::error& e) { die("start: " + view(e).message); });
-  return out;
-}
-
-agent_info get_agent(caf::scoped_actor& self, const caf::actor& sp, const std::string& id) {
-  agent_info out;
-  self->request(sp, caf::duration{10s}, get_atom::value, id)
-    .receive([&](agent_info& i) { out = std::move(i); },
-             [&](caf::error& e) { die("get: " + view(e).message); });
-  return out;
-}
-
-/// `warm` 0: cold restarts. Otherwise a pool of `warm` with the agent on the
-/// default spec: restarts adopt a ready member, refilled between kills.
-restart_samples kill_to_replacement(host& h, int n, uint32_t warm, progress& prog) {
-  restart_samples out;
-  supervision_config sup;
-  sup.strategy = restart_strategy::one_for_one;
-  sup.min_backoff_ms = bench_min_backoff_ms;
-  sup.max_backoff_ms = bench_min_backoff_ms;
-  sup.random_factor = 0;
-  sup.max_restarts = static_cast<uint32_t>(n + 10);
-  sup.period_ms = 3600 * 1000;
-  auto sp = h.spawner(sup, warm);
-  caf::scoped_actor self{h.sys};
-  const char* what = warm > 0 ? "kill -> replacement (pooled)" : "kill -> replacement";
-  if (warm > 0)
-    std::this_thread::sleep_for(500ms); // the pool fills
-  auto a = start_agent(self, sp, agent_request{"restarted"}); // the default spec
-  for (int k = 0; k < n; ++k) {
-    if (warm > 0 && k > 0)
-      std::this_thread::sleep_for(pooled_refill_wait);
-    auto now = get_agent(self, sp, a.id);
-    if (now.pid <= 0 || now.state == vm_state::spawning)
-      die("agent not running before kill " + std::to_string(k));
-    auto t0 = clock_type::now();
-    ::kill(now.pid, SIGKILL);
-    tool_call call{"list_directory", "{}", true, 10000};
-    self->request(sp, caf::duration{60s}, call_atom::value, a.id, call)
-      .receive([&](tool_result& r) {
-        if (!r.ok)
-          die("the replacement's answer: " + r.error_message);
-        out.retried += r.attempts > 1 ? 1 : 0;
-      },
-               [&](caf::error& e) { die("call after kill: " + view(e).message); });
-    out.ms.push_back(ms_between(t0, clock_type::now()));
-    out.from_pool += get_agent(self, sp, a.id).machine != now.machine ? 1 : 0;
-    prog.update(what, k + 1, n);
-  }
-  self->request(sp, caf::duration{60s}, shutdown_atom::value).receive([] {}, [](caf::error&) {});
-  self->send_exit(sp, caf::exit_reason::user_shutdown);
-  self->wait_for(sp);
-  return out;
-}
 
 // --- warm-pool hand-out -----------------------------------------------------------------
 
@@ -373,9 +226,9 @@ caf::behavior handout_driver(driver_ptr self, caf::actor sp, int n) {
 handout_samples pool_handouts(host& h, int n, progress& prog) {
   handout_samples out;
   auto sp = h.spawner(supervision_config{}, bench_pool_warm);
-  caf::scoped_actor self{h.sys};
+  caf::scoped_actor self{h.sys()};
   std::this_thread::sleep_for(500ms); // the pool fills
-  auto driver = h.sys.spawn(handout_driver, sp, n);
+  auto driver = h.sys().spawn(handout_driver, sp, n);
   self->request(driver, caf::infinite, run_atom::value)
     .receive(
       [&](std::vector<double>& handout, std::vector<double>& floor) {
@@ -403,7 +256,7 @@ struct memory_sample {
 memory_sample memory_per_agent(host& h, int n, progress& prog) {
   memory_sample m;
   auto sp = h.spawner(supervision_config{}, 0);
-  caf::scoped_actor self{h.sys};
+  caf::scoped_actor self{h.sys()};
   // One agent first, so that lazily built structures (CAF's, libuv's,
   // spdlog's) are in the baseline rather than charged to the agents.
   start_agent(self, sp, agent_request{"baseline"});
@@ -433,14 +286,6 @@ memory_sample memory_per_agent(host& h, int n, progress& prog) {
   return m;
 }
 
-void raise_fd_limit() {
-  rlimit rl{};
-  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &rl);
-  }
-}
-
 } // namespace
 
 int main(int argc, char** argv) {
@@ -463,9 +308,9 @@ int main(int argc, char** argv) {
   restart_samples pooled;
   memory_sample mem;
   std::string cg;
-  {
-    host h{*o};
-    cg = h.cgroup_version;
+  try {
+    host h{"bench-sup", o->agents, GUEST_PATH};
+    cg = h.cgroup_version();
     progress prog{o->quiet};
     down = kill_to_down(h, o->kills, prog);
     restart = kill_to_replacement(h, o->restarts, 0, prog);
@@ -473,6 +318,8 @@ int main(int argc, char** argv) {
     handout = pool_handouts(h, o->handouts, prog);
     if (o->agents > 0)
       mem = memory_per_agent(h, o->agents, prog);
+  } catch (const std::exception& e) {
+    die(e.what());
   }
   double wall_s = ms_between(t_start, clock_type::now()) / 1000.0;
 
@@ -513,9 +360,9 @@ int main(int argc, char** argv) {
     .field("handouts", o->handouts)
     .field("agents", o->agents)
     .field("agent_memory_mb", host::agent_memory_mb)
-    .field("restart_min_backoff_ms", bench_min_backoff_ms)
+    .field("restart_min_backoff_ms", restart_min_backoff_ms)
     .field("pool_warm", bench_pool_warm)
-    .field("pooled_refill_wait_ms", static_cast<uint64_t>(pooled_refill_wait.count()))
+    .field("pooled_refill_wait_ms", pooled_refill_wait_ms)
     .field("percentiles", "nearest rank")
     .field("clock", "steady_clock (CLOCK_MONOTONIC)")
     .end_object();

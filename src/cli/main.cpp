@@ -3,6 +3,8 @@
 
 #include "commands.hpp"
 
+#include "bench_commands.hpp"
+
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -75,20 +77,46 @@ int main(int argc, char** argv) {
   chaos_run->callback([&] { rc = not_built_yet("chaos run"); });
 
   // bench
-  auto* bench = app.add_subcommand("bench", "Benchmarks that write JSON results");
+  auto* bench = app.add_subcommand(
+    "bench", "Benchmarks in the shape of the users' reports, written as JSON (run as root)");
   bench->require_subcommand(1);
-  unsigned iterations = 0;
-  std::string out_file, agents_list;
-  bool peers = false;
-  auto* bench_baseline = bench->add_subcommand("baseline", "Single-agent baseline");
-  bench_baseline->add_option("--iterations", iterations, "Iterations");
-  bench_baseline->add_option("--out", out_file, "Output JSON file");
-  bench_baseline->callback([&] { rc = not_built_yet("bench baseline"); });
-  auto* bench_conc = bench->add_subcommand("concurrent", "Concurrent agents");
-  bench_conc->add_option("--agents", agents_list, "Agent counts, e.g. 5,10,25,50");
-  bench_conc->add_option("--out", out_file, "Output JSON file");
-  bench_conc->add_flag("--peers", peers, "Time peer sandboxes in the same run");
-  bench_conc->callback([&] { rc = not_built_yet("bench concurrent"); });
+  agentvisor::bench::baseline_options base;
+  auto* bench_baseline = bench->add_subcommand(
+    "baseline", "Single agent: spawn time, memory per agent, supervisor CPU, tool latencies");
+  bench_baseline->add_option("--iterations", base.iterations,
+                             "Spawns, tool rounds and restarts (default 100)")
+    ->check(CLI::Range(1, 1000000));
+  bench_baseline->add_option("--memory-agents", base.memory_agents,
+                             "Live agents for the memory figure (default 20)")
+    ->check(CLI::Range(1, agentvisor::bench::max_concurrent_agents));
+  bench_baseline->add_option("--out", base.out, "Write the JSON document here (default stdout)");
+  bench_baseline->add_flag("--peers", base.peers,
+                           "Time bwrap, unshare, crun and an Erlang/OTP restart in the same run");
+  bench_baseline->add_flag("--quiet", base.quiet, "No progress line on a terminal");
+  bench_baseline->callback([&] { rc = agentvisor::bench::run_baseline(base); });
+
+  agentvisor::bench::concurrent_options conc;
+  std::string agents_list = "5,10,25,50";
+  auto* bench_conc = bench->add_subcommand(
+    "concurrent", "Agents at once: total, spawn, execute, cleanup, throughput, memory, CPU");
+  bench_conc->add_option("--agents", agents_list,
+                         "Agent counts, comma-separated (default 5,10,25,50)");
+  bench_conc->add_option("--out", conc.out, "Write the JSON document here (default stdout)");
+  bench_conc->add_flag("--peers", conc.peers,
+                       "Start as many bwrap, unshare and crun runs at once, in the same run");
+  bench_conc->add_flag("--quiet", conc.quiet, "No progress line on a terminal");
+  bench_conc->callback([&] {
+    std::string err;
+    auto counts = agentvisor::bench::parse_agent_counts(agents_list, &err);
+    if (!counts) {
+      std::fprintf(stderr, "agentvisor: %s (see 'agentvisor bench concurrent --help')\n",
+                   err.c_str());
+      rc = exit_usage;
+      return;
+    }
+    conc.agents = std::move(*counts);
+    rc = agentvisor::bench::run_concurrent(conc);
+  });
 
   // config
   auto* config = app.add_subcommand("config", "Inspect configuration");

@@ -45,8 +45,21 @@ stderr_is_one_line "chaos run without a file"
 
 expect "chaos not built" 3 "$bin" chaos run x.json
 stderr_has "chaos not built" "not built yet"
-expect "bench not built" 3 "$bin" bench baseline
-stderr_has "bench not built" "not built yet"
+for sub in "bench concurrent"; do
+  # shellcheck disable=SC2086
+  expect "$sub --help" 0 "$bin" $sub --help
+done
+# Bad benchmark input is refused before anything runs: one line naming it.
+expect "bench bad count" 2 "$bin" bench concurrent --agents 5,ten,25
+stderr_is_one_line "bench bad count"; stderr_has "bench bad count" '"ten"'
+expect "bench zero count" 2 "$bin" bench concurrent --agents 0
+stderr_is_one_line "bench zero count"; stderr_has "bench zero count" '"0"'
+expect "bench empty count" 2 "$bin" bench concurrent --agents 5,,10
+stderr_is_one_line "bench empty count"
+expect "bench bad iterations" 2 "$bin" bench baseline --iterations 0
+stderr_is_one_line "bench bad iterations"; stderr_has "bench bad iterations" iterations
+expect "bench unknown flag" 2 "$bin" bench baseline --frobnicate
+stderr_is_one_line "bench unknown flag"; stderr_has "bench unknown flag" frobnicate
 
 expect "missing config" 2 "$bin" supervisor --config "$tmp/nope.json"
 stderr_is_one_line "missing config"; stderr_has "missing config" "$tmp/nope.json"
