@@ -75,6 +75,8 @@ struct memory_figures {
   int agents = 0;
   uint64_t rss_before = 0, rss_after = 0;
   std::vector<double> guest_bytes;
+  std::vector<double> guest_pss;
+  uint64_t avail_before = 0, avail_after = 0;
   double idle_cpu_s = 0, idle_wall_s = 0;
 };
 
@@ -150,6 +152,7 @@ void measure_memory(host& h, const caf::actor& sp, int n, results& r, progress& 
   auto& m = r.mem;
   std::this_thread::sleep_for(200ms);
   m.rss_before = rss_bytes();
+  m.avail_before = mem_available_bytes();
   constexpr int window = 8;
   int sent = 0, done = 0;
   std::vector<agent_info> agents;
@@ -170,9 +173,12 @@ void measure_memory(host& h, const caf::actor& sp, int n, results& r, progress& 
   }
   std::this_thread::sleep_for(500ms); // a few heartbeats and usage polls
   m.rss_after = rss_bytes();
+  m.avail_after = mem_available_bytes();
   m.agents = n;
-  for (const auto& a : agents)
+  for (const auto& a : agents) {
     m.guest_bytes.push_back(static_cast<double>(usage_of(self, h.backend(), a.machine).memory_bytes));
+    m.guest_pss.push_back(static_cast<double>(pss_bytes(a.pid)));
+  }
   auto c0 = process_cpu_seconds();
   auto t0 = clock_type::now();
   std::this_thread::sleep_for(idle_window);
@@ -254,6 +260,8 @@ std::string report(const baseline_options& o, const std::string& cg, const std::
     .field("memory_agents", o.memory_agents)
     .field("agent_memory_limit_mb", host::agent_memory_mb)
     .field("agent_workspace_mb", host::agent_workspace_mb)
+    .field("agent_hang_timeout_ms", host::agent_hang_timeout_ms)
+    .field("restart", "temporary (an agent that goes down fails the run)")
     .field("peers", o.peers)
     .field("restarts", r.restarts)
     .field("percentiles", "nearest rank")
@@ -276,6 +284,10 @@ std::string report(const baseline_options& o, const std::string& cg, const std::
   w.end_object();
 
   auto g = summarize(m.guest_bytes);
+  auto pss = summarize(m.guest_pss);
+  double host_per_agent = m.agents > 0 ? (static_cast<double>(m.avail_before)
+                                          - static_cast<double>(m.avail_after)) / m.agents
+                                       : 0;
   w.key("memory").begin_object()
     .field("agents", m.agents)
     .field("guest_cgroup_bytes_mean", round_to(guest_mean, 0))
@@ -285,9 +297,14 @@ std::string report(const baseline_options& o, const std::string& cg, const std::
     .field("supervisor_rss_after_bytes", m.rss_after)
     .field("supervisor_bytes_per_agent", round_to(sup_per_agent, 0))
     .field("per_agent_mib", round_to(per_agent_mib, 2))
+    .field("guest_pss_bytes_mean", round_to(pss.mean, 0))
+    .field("host_memavailable_drop_per_agent_bytes", round_to(host_per_agent, 0))
     .field("measured", "guest: each agent's cgroup memory usage (backend usage request: memory "
-                       "charged to the sandbox, its tmpfs pages included); supervisor: VmRSS "
-                       "delta of this process over the agents started, divided by their number")
+                       "charged to the sandbox, its tmpfs pages included; on cgroup v1 what the "
+                       "guest touched before joining its cgroup is charged elsewhere), and the "
+                       "guest process's PSS; supervisor: VmRSS delta of this process over the "
+                       "agents started, divided by their number; host: MemAvailable's drop over "
+                       "the same agents (every process and kernel object, other load included)")
     .end_object();
 
   w.key("cpu").begin_object()
@@ -406,7 +423,7 @@ int run_baseline(const baseline_options& o) {
       host h{"bench-base", o.memory_agents + 8, o.guest_binary};
       cg = h.cgroup_version();
       progress prog{o.quiet};
-      auto sp = h.spawner(supervision_config{}, 0);
+      auto sp = h.report_spawner();
       struct stopper {
         host& h;
         caf::actor sp;

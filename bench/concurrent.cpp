@@ -84,6 +84,7 @@ struct round_data {
   double phase_cpu_s[3] = {0, 0, 0};
   int ops = 0;
   uint64_t rss_before = 0, rss_live = 0, rss_peak = 0;
+  uint64_t avail_before = 0, avail_live = 0;
   double guest_sum = 0, guest_peak_sum = 0;
   cpu_sample machine_start, machine_end;
   std::vector<std::pair<std::string, double>> peer_ms; ///< peer name -> wall ms, n at once
@@ -113,6 +114,8 @@ const char* phase_label(int p) {
 /// One agent's part of the current phase is over (well or not).
 void agent_done(driver_ptr self, std::string error = {}) {
   auto& st = self->state;
+  if (st.pending == 0)
+    return; // the phase already failed (the spawner ended)
   if (!error.empty() && st.error.empty())
     st.error = std::move(error);
   ++st.done;
@@ -181,6 +184,16 @@ caf::behavior concurrent_driver(driver_ptr self, caf::actor spawner, round_data*
   self->state.spawner = std::move(spawner);
   self->state.out = out;
   self->state.prog = prog;
+  // A spawner that ends takes its pending answers with it: fail the phase
+  // now rather than when every request times out.
+  self->monitor(self->state.spawner);
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto& st = self->state;
+    if (dm.source != st.spawner.address() || st.pending == 0)
+      return;
+    st.pending = 0;
+    st.rp.deliver("the spawner ended: " + caf::to_string(dm.reason));
+  });
   return {
     [=](phase_atom, int p) {
       auto& st = self->state;
@@ -218,6 +231,7 @@ round_data run_round(host& h, const caf::actor& sp, int n, progress& prog) {
   d.agents.resize(static_cast<size_t>(n));
   reset_peak_rss();
   d.rss_before = rss_bytes();
+  d.avail_before = mem_available_bytes();
   d.machine_start = sample_cpu();
   auto driver = h.sys().spawn(concurrent_driver, sp, &d, &prog);
   caf::scoped_actor self{h.sys()};
@@ -244,6 +258,7 @@ round_data run_round(host& h, const caf::actor& sp, int n, progress& prog) {
   };
   run_phase(phase_spawn);
   d.rss_live = rss_bytes();
+  d.avail_live = mem_available_bytes();
   run_phase(phase_execute);
   for (const auto& a : d.agents) {
     auto u = usage_of(self, h.backend(), a.machine);
@@ -329,6 +344,8 @@ std::string report(const concurrent_options& o, const std::string& cg, const std
                        "/bin/true; each agent's calls in sequence, all agents at once")
     .field("agent_memory_limit_mb", host::agent_memory_mb)
     .field("agent_workspace_mb", host::agent_workspace_mb)
+    .field("agent_hang_timeout_ms", host::agent_hang_timeout_ms)
+    .field("restart", "temporary (an agent that goes down fails the run)")
     .field("peers", o.peers)
     .field("clock", "steady_clock (CLOCK_MONOTONIC)")
     .end_object();
@@ -373,9 +390,12 @@ std::string report(const concurrent_options& o, const std::string& cg, const std
       .field("guest_cgroup_peak_bytes_sum", round_to(d.guest_peak_sum, 0))
       .field("guest_bytes_per_agent", round_to(x.guest_per_agent, 0))
       .field("peak_mib", round_to(x.peak_mib, 1))
+      .field("host_memavailable_drop_per_agent_bytes",
+             round_to((static_cast<double>(d.avail_before) - static_cast<double>(d.avail_live)) / d.n, 0))
       .field("measured", "supervisor: VmRSS before and with every agent live, VmHWM over the "
                          "count (reset at its start); guests: each cgroup's usage after the "
-                         "workload, and the sum of each cgroup's own peak")
+                         "workload, and the sum of each cgroup's own peak; host: MemAvailable's "
+                         "drop from before the spawns to every agent live")
       .end_object()
       .key("cpu").begin_object()
       .field("supervisor_seconds", round_to(d.phase_cpu_s[0] + d.phase_cpu_s[1] + d.phase_cpu_s[2], 2))
@@ -473,7 +493,7 @@ int run_concurrent(const concurrent_options& o) {
       host h{"bench-conc", max_n, o.guest_binary};
       cg = h.cgroup_version();
       progress prog{o.quiet};
-      auto sp = h.spawner(supervision_config{}, 0);
+      auto sp = h.report_spawner();
       struct stopper {
         host& h;
         caf::actor sp;

@@ -80,6 +80,7 @@ agent_defaults host::defaults() const {
   d.pids = agent_pids;
   // A thousand spawns queue at the one template: give the last ones time.
   d.ready_timeout_ms = 120000;
+  d.hang_timeout_ms = agent_hang_timeout_ms;
   return d;
 }
 
@@ -92,6 +93,12 @@ caf::actor host::spawner(supervision_config sup, uint32_t warm) {
   auto sp = spawn_spawner(sys_, spawner_context{backend_, &io_, governor_, {}}, so);
   caf::anon_send(governor_, attach_atom::value, sp);
   return sp;
+}
+
+caf::actor host::report_spawner() {
+  supervision_config sup;
+  sup.restart = restart_type::temporary;
+  return spawner(sup, 0);
 }
 
 void host::stop_spawner(const caf::actor& sp) {

@@ -45,6 +45,16 @@ public:
   /// A spawner over this host, attached to the governor.
   caf::actor spawner(supervision_config sup, uint32_t warm);
 
+  /// The spawner of the report benchmarks: agents are `temporary` (an agent
+  /// that goes down is not restarted: its calls fail and the run says why,
+  /// instead of the spawner escalating under a restart storm), no pool.
+  caf::actor report_spawner();
+
+  /// The heartbeat watchdog of the benchmarks' agents. A thousand agents
+  /// starting at once on two shared cores can leave a guest's heartbeat
+  /// unread for more than the default 5 s; a false "hung" would end the run.
+  static constexpr uint32_t agent_hang_timeout_ms = 30000;
+
   /// Stops every child of `sp` (its shutdown request), then `sp` itself.
   void stop_spawner(const caf::actor& sp);
 

@@ -211,6 +211,17 @@ double process_cpu_seconds() {
   return (utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
+uint64_t mem_available_bytes() {
+  auto v = file_line_value("/proc/meminfo", "MemAvailable");
+  return std::strtoull(v.c_str(), nullptr, 10) * 1024;
+}
+
+uint64_t pss_bytes(int pid) {
+  auto path = "/proc/" + std::to_string(pid) + "/smaps_rollup";
+  auto v = file_line_value(path.c_str(), "Pss:");
+  return std::strtoull(v.c_str(), nullptr, 10) * 1024;
+}
+
 bool write_output(const std::string& path, const std::string& text) {
   if (path.empty())
     return std::fwrite(text.data(), 1, text.size(), stdout) == text.size() && std::fflush(stdout) == 0;

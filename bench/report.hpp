@@ -124,6 +124,14 @@ bool reset_peak_rss();
 /// /proc/self/stat), in seconds; reaped children are not in it.
 double process_cpu_seconds();
 
+/// MemAvailable of /proc/meminfo, in bytes: what the whole host still has,
+/// kernel objects (namespaces, page tables, tmpfs pages) included.
+uint64_t mem_available_bytes();
+
+/// The proportional set size of process `pid` (smaps_rollup Pss), in
+/// bytes; 0 when it cannot be read.
+uint64_t pss_bytes(int pid);
+
 /// Writes `text` to `path` (through a temporary file, renamed), or to
 /// stdout when `path` is empty. False with errno set on failure.
 bool write_output(const std::string& path, const std::string& text);

@@ -22,6 +22,7 @@
 
 #include <csignal>
 #include <cstring>
+#include <algorithm>
 #include <deque>
 #include <filesystem>
 #include <map>
@@ -285,6 +286,13 @@ struct pending_spawn {
   caf::typed_response_promise<agent_started> rp;
 };
 
+/// Spawn requests sent to the template and not answered yet, at most. The
+/// template sets sandboxes up one at a time anyway; a burst beyond this
+/// (a thousand agents started at once) would fill the control socket, whose
+/// send then fails with EAGAIN, and each request holds fds (channel,
+/// workspace) while it waits. The rest wait in `queued`, unprepared.
+constexpr size_t max_spawns_in_flight = 64;
+
 struct queued_spawn {
   agent_spec spec;
   caf::actor owner;
@@ -297,7 +305,8 @@ struct backend_state {
   std::map<std::string, agent_rec> agents;
   std::map<io::handle_id, std::string> handles; ///< watch/timer id -> agent
   std::map<uint64_t, pending_spawn> pending;    ///< template request -> spawn
-  std::deque<queued_spawn> queued;              ///< while the template restarts
+  /// Spawns beyond max_spawns_in_flight, in arrival order.
+  std::deque<queued_spawn> queued;
   uint64_t next_req = 0;
   int restarts = 0;
   std::chrono::steady_clock::time_point last_restart;
@@ -529,6 +538,30 @@ caf::error begin_spawn(self_ptr self, const agent_spec& spec, const caf::actor& 
   return {};
 }
 
+/// A stop or kill for a spawn still queued: it never starts, and its
+/// requester hears so at once. False when `id` is not queued.
+bool drop_queued(self_ptr self, const std::string& id) {
+  auto& q = self->state.queued;
+  auto it = std::find_if(q.begin(), q.end(), [&](const queued_spawn& x) { return x.spec.id == id; });
+  if (it == q.end())
+    return false;
+  auto rp = it->rp;
+  q.erase(it);
+  rp.deliver(backend_error("agent " + id + ": stopped before its spawn started"));
+  return true;
+}
+
+/// Starts queued spawns while there is room in flight.
+void start_queued(self_ptr self) {
+  auto& st = self->state;
+  while (!st.queued.empty() && st.pending.size() < max_spawns_in_flight) {
+    auto q = std::move(st.queued.front());
+    st.queued.pop_front();
+    if (auto err = begin_spawn(self, q.spec, q.owner, q.rp))
+      q.rp.deliver(std::move(err));
+  }
+}
+
 void on_template_reply(self_ptr self, const std::string& line) {
   auto& st = self->state;
   auto r = decode_spawn_reply(line);
@@ -547,6 +580,7 @@ void on_template_reply(self_ptr self, const std::string& line) {
   }
   auto p = std::move(it->second);
   st.pending.erase(it);
+  start_queued(self);
   auto ait = st.agents.find(p.id);
   if (ait == st.agents.end())
     return;
@@ -618,6 +652,7 @@ void on_template_lost(self_ptr self, const std::string& why) {
   // Requests sent from now on wait in the new socket until the template
   // reads them: no spawn is refused while it restarts.
   adopt_template(self);
+  start_queued(self);
 }
 
 sandbox_actor::behavior_type running(self_ptr self) {
@@ -626,12 +661,18 @@ sandbox_actor::behavior_type running(self_ptr self) {
       // Once a promise exists it owns the response: errors go through it
       // too (a returned error would reach nobody).
       auto rp = self->make_response_promise<agent_started>();
+      if (self->state.pending.size() >= max_spawns_in_flight) {
+        self->state.queued.push_back(queued_spawn{std::move(spec), std::move(owner), rp});
+        return rp;
+      }
       if (auto err = begin_spawn(self, spec, owner, rp))
         rp.deliver(std::move(err));
       return rp;
     },
     [=](stop_atom, std::string& id, uint32_t grace_ms) {
       auto& st = self->state;
+      if (drop_queued(self, id))
+        return;
       auto it = st.agents.find(id);
       if (it == st.agents.end() || !it->second.proc_watch)
         return;
@@ -642,6 +683,8 @@ sandbox_actor::behavior_type running(self_ptr self) {
     },
     [=](kill_atom, std::string& id) {
       auto& st = self->state;
+      if (drop_queued(self, id))
+        return;
       if (auto it = st.agents.find(id); it != st.agents.end() && it->second.proc_watch)
         st.io->kill(it->second.proc_watch, SIGKILL);
     },
