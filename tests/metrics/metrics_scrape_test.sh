@@ -71,7 +71,8 @@ api DELETE "/v1/agents/$gone"
 # The deleted agent's vm_actor ends after the answer: give its series a moment.
 for _ in $(seq 50); do
   status=$(curl -s -D "$tmp/text.h" -o "$tmp/text" -w '%{http_code}' "$base/metrics")
-  [ "$status" = 200 ] && ! grep -q "agent=\"$gone\"" "$tmp/text" \
+  [ "$status" = 200 ] || break
+  ! grep -q "agent=\"$gone\"" "$tmp/text" \
     && [ "$(sample "$tmp/text" agentvisor_agents state=stopped)" = 0 ] && break
   sleep 0.1
 done
