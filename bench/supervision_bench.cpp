@@ -185,7 +185,7 @@ struct host {
     so.supervision = sup;
     so.defaults = defaults();
     so.pool.warm = warm;
-    auto sp = spawn_spawner(sys, spawner_context{backend, &io, governor, {}}, so);
+    auto sp = spawn_spawner(sys, spawner_context{backend, &io, governor, {}, {}, {}}, so);
     caf::anon_send(governor, attach_atom::value, sp);
     return sp;
   }
@@ -210,7 +210,7 @@ down_samples kill_to_down(host& h, int n, progress& prog) {
   down_samples out;
   caf::scoped_actor self{h.sys};
   for (int k = 0; k < n; ++k) {
-    auto vm = spawn_vm_actor(h.sys, vm_context{h.backend, &h.io, caf::actor{self}, {}},
+    auto vm = spawn_vm_actor(h.sys, vm_context{h.backend, &h.io, caf::actor{self}, {}, {}, {}},
                              h.vm("kd-" + std::to_string(k)));
     self->monitor(vm);
     int pid = 0;
