@@ -19,6 +19,8 @@ every Prometheus exporter has. Sub-commands:
                                     every dashboard expression and alert rule
                                     evaluated by a real Prometheus that scrapes
                                     a live supervisor (prometheus_scrape_test.sh)
+  target PROMETHEUS_URL INSTANCE    that Prometheus's one agentvisor target is
+                                    INSTANCE, healthy, with no lastError
 
 Exit status: 0 all checks passed, 1 a check failed (each failure printed on
 a line starting with FAIL), 77 a tool the check needs is missing.
@@ -477,9 +479,31 @@ def check_live(base, dashboard, alerts):
     finish(checks)
 
 
+def check_target(base, instance):
+    """Prometheus has one target in job agentvisor, at `instance`, healthy
+    and with no lastError; prints what it says about it."""
+    with urllib.request.urlopen(base + "/api/v1/targets", timeout=10) as r:
+        data = json.load(r)["data"]
+    ours = [t for t in data["activeTargets"] if t["labels"].get("job") == "agentvisor"]
+    if len(ours) != 1:
+        fail(f"expected one target in job agentvisor, got {len(ours)}: "
+             f"{[t['labels'] for t in data['activeTargets']]}")
+        finish(1)
+    t = ours[0]
+    print(f"target {t['labels'].get('instance')}: health {t['health']}, "
+          f"lastError {t['lastError']!r}, last scrape {t['lastScrape']}")
+    if t["labels"].get("instance") != instance:
+        fail(f"instance {t['labels'].get('instance')}, expected {instance}")
+    if t["health"] != "up":
+        fail(f"health {t['health']}, expected up")
+    if t["lastError"]:
+        fail(f"lastError {t['lastError']!r}")
+    finish(3)
+
+
 def main(argv):
     cmds = {"dashboard": (check_dashboard, 2), "rules": (check_rules, 2), "docs": (check_docs, 2),
-            "scrape": (check_scrape, 5), "live": (check_live, 3)}
+            "scrape": (check_scrape, 5), "live": (check_live, 3), "target": (check_target, 2)}
     if len(argv) < 2 or argv[1] not in cmds or len(argv) - 2 != cmds[argv[1]][1]:
         print(__doc__.strip(), file=sys.stderr)
         sys.exit(2)

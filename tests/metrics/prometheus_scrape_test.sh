@@ -91,22 +91,15 @@ wait_for() {
     [ "$SECONDS" -lt "$end" ] || break
     sleep 0.2
   done
-  echo "$expr is '$got' after ${secs}s, expected $want" >&2
+  echo "$expr is '$got' after ${3}s, expected $want" >&2
   return 1
-}
-
-# target_error: what Prometheus says about the agentvisor target.
-target_error() {
-  curl -s "$prom/api/v1/targets" | "$py" -c '
-import json, sys
-t = [t for t in json.load(sys.stdin)["data"]["activeTargets"] if t["labels"].get("job") == "agentvisor"]
-print(t[0]["health"], repr(t[0]["lastError"]) if t else "no agentvisor target")'
 }
 
 check
 if ! wait_for 'up{job="agentvisor"}' 1 20; then
   # Nothing below can pass: say why and stop.
-  fail "up{job=\"agentvisor\"} never became 1; the target: $(target_error)"
+  fail "up{job=\"agentvisor\"} never became 1"
+  "$py" "$contrib_check" target "$prom" "127.0.0.1:$port"
   echo "$checks checks, $fails failed"
   exit 1
 fi
@@ -132,24 +125,7 @@ awk -v g="${got:-0}" 'BEGIN { exit !(g > 0) }' \
 
 # --- the target as Prometheus sees it --------------------------------------------------------
 check
-curl -s "$prom/api/v1/targets" >"$tmp/targets.json"
-"$py" - "$tmp/targets.json" "127.0.0.1:$port" <<'PY' || fail "targets: see above"
-import json, sys
-data = json.load(open(sys.argv[1]))["data"]
-ours = [t for t in data["activeTargets"] if t["labels"].get("job") == "agentvisor"]
-if len(ours) != 1:
-    sys.exit(f"expected one agentvisor target, got {len(ours)}: {ours}")
-t = ours[0]
-problems = []
-if t["labels"].get("instance") != sys.argv[2]:
-    problems.append(f"instance {t['labels'].get('instance')}, expected {sys.argv[2]}")
-if t["health"] != "up":
-    problems.append(f"health {t['health']}")
-if t["lastError"]:
-    problems.append(f"lastError {t['lastError']!r}")
-if problems:
-    sys.exit("the agentvisor target: " + "; ".join(problems))
-PY
+"$py" "$contrib_check" target "$prom" "127.0.0.1:$port" || fail "the target: see above"
 
 # --- every dashboard expression and alert rule against the live data --------------------------
 # rate() over per-agent series needs two of their samples: wait for them.
@@ -162,12 +138,7 @@ check
 
 # The target stays healthy through all of it.
 check
-curl -s "$prom/api/v1/targets" >"$tmp/targets.json"
-"$py" -c '
-import json, sys
-t = [t for t in json.load(open(sys.argv[1]))["data"]["activeTargets"] if t["labels"].get("job") == "agentvisor"]
-sys.exit(0 if t and t[0]["health"] == "up" and not t[0]["lastError"] else f"target now: {t}")' "$tmp/targets.json" \
-  || fail "the target did not stay healthy"
+"$py" "$contrib_check" target "$prom" "127.0.0.1:$port" || fail "the target did not stay healthy"
 
 stop_pid "$prom_pid"; prom_pid=
 stop_supervisor
