@@ -428,9 +428,17 @@ http::response method_not_allowed(std::string_view allow) {
   return r;
 }
 
-/// The one place GET /metrics is served; the metrics exporter plugs in here.
-http::response serve_metrics(const http::request&) {
-  return error_response(404, "not_found", "metrics are not available in this build yet");
+/// GET /metrics: the registry collected and serialized in the format the
+/// scraper's Accept header asks for (docs/metrics.md).
+http::response serve_metrics(const api_state& st, const http::request& req) {
+  if (!st.opts.metrics)
+    return error_response(404, "not_found", "metrics are disabled (metrics.enabled = false)");
+  auto* accept = req.header("accept");
+  auto f = metrics::negotiate(accept != nullptr ? std::string_view{*accept} : std::string_view{});
+  http::response r;
+  r.content_type = std::string{metrics::content_type(f)};
+  r.body = metrics::serialize(st.opts.metrics->collect(), f);
+  return r;
 }
 
 bool is_get(const http::request& req) {
@@ -517,8 +525,9 @@ void dispatch(api_actor* self, io::handle_id cid, uint64_t seq, const http::requ
                        : method_not_allowed("GET, HEAD"));
     return;
   }
-  if (req.path == "/metrics") {
-    answer(self, cid, seq, is_get(req) ? serve_metrics(req) : method_not_allowed("GET, HEAD"));
+  bool metrics_route = req.path == "/metrics";
+  if (metrics_route && !st.opts.metrics_require_token) {
+    answer(self, cid, seq, is_get(req) ? serve_metrics(st, req) : method_not_allowed("GET, HEAD"));
     return;
   }
   // Before routing, so that without a token nothing about routes leaks.
@@ -527,6 +536,10 @@ void dispatch(api_actor* self, io::handle_id cid, uint64_t seq, const http::requ
                             "missing or wrong token: send Authorization: Bearer <token>");
     r.headers.emplace_back("WWW-Authenticate", "Bearer");
     answer(self, cid, seq, r);
+    return;
+  }
+  if (metrics_route) {
+    answer(self, cid, seq, is_get(req) ? serve_metrics(st, req) : method_not_allowed("GET, HEAD"));
     return;
   }
   auto seg = segments(req.path);

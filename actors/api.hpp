@@ -6,6 +6,7 @@
 /// governor, whose errc errors map to HTTP statuses.
 
 #include "agentvisor/config.hpp"
+#include "agentvisor/metrics.hpp"
 
 #include <caf/fwd.hpp>
 
@@ -24,6 +25,10 @@ struct api_options {
   host_port listen{"127.0.0.1", 7878};
   /// The bearer token every route but /healthz and /metrics needs.
   std::string token;
+  /// What GET /metrics serves; null: 404 (metrics.enabled = false).
+  std::shared_ptr<metrics::metrics> metrics;
+  /// metrics.require_token: /metrics needs the token too.
+  bool metrics_require_token = false;
   uint64_t max_body_bytes = 1 << 20;
   /// Request line plus headers; beyond: 431.
   std::size_t max_header_bytes = 16 * 1024;

@@ -145,6 +145,16 @@ std::vector<std::string> short_now(const gov_state& s, const grant_request& r) {
 
 // --- grants --------------------------------------------------------------------
 
+/// The gauges, after anything that may have moved them (atomic stores).
+void publish(const gov_state& s) {
+  if (const auto& m = s.opts.metrics) {
+    m->granted(s.used, s.used.agents);
+    m->queued(static_cast<uint32_t>(s.queue.size()));
+    m->memory_in_use(s.memory_in_use);
+    m->host_available(s.host_available.value_or(0));
+  }
+}
+
 grant take(self_ptr self, const grant_request& r) {
   auto& s = self->state;
   grant g{r.agent_id, r.memory_bytes, r.pids};
@@ -153,12 +163,18 @@ grant take(self_ptr self, const grant_request& r) {
   s.used.agents += 1;
   s.holdings[r.agent_id] = holding{g, s.next_seq++, 0, 0, false};
   s.granted_total += 1;
+  if (const auto& m = s.opts.metrics)
+    m->grant_given();
+  publish(s);
   log::agent(r.agent_id).info("granted {}", asks_text(r));
   return g;
 }
 
 caf::error refuse(gov_state& s, errc code, std::string msg) {
   s.denied_total += 1;
+  if (const auto& m = s.opts.metrics)
+    m->grant_refused(code == errc::budget_timeout ? metrics::refusal::budget_timeout
+                                                  : metrics::refusal::over_budget);
   return make_error(code, std::move(msg));
 }
 
@@ -177,10 +193,13 @@ void drain_queue(self_ptr self) {
 /// promise dropped with the state would leave its requester waiting).
 void answer_queue_draining(self_ptr self) {
   auto& s = self->state;
-  for (auto& w : s.queue)
+  for (auto& w : s.queue) {
+    if (const auto& m = s.opts.metrics)
+      m->grant_refused(metrics::refusal::draining);
     w.rp.deliver(make_error(errc::draining, "agent " + w.req.agent_id
                                               + " was waiting for a grant; the "
                                                 "governor is shutting down"));
+  }
   if (!s.queue.empty())
     spdlog::info("governor: answered {} queued grant requests with draining",
                  s.queue.size());
@@ -229,6 +248,7 @@ void on_grant(self_ptr self, grant_request& r, caf::typed_response_promise<grant
   auto since = clock_type::now();
   self->delayed_send(self, ms{r.deadline_ms}, deadline_atom::value, ticket);
   s.queue.push_back(waiting{ticket, std::move(r), rp, since});
+  publish(s);
 }
 
 void on_deadline(self_ptr self, uint64_t ticket) {
@@ -248,6 +268,7 @@ void on_deadline(self_ptr self, uint64_t ticket) {
   w.rp.deliver(refuse(s, errc::budget_timeout, std::move(msg)));
   // The head may have been what blocked the requests behind it.
   drain_queue(self);
+  publish(s);
 }
 
 // --- pressure ------------------------------------------------------------------
@@ -322,6 +343,8 @@ void check_pressure(self_ptr self) {
   auto ticket = s.next_seq++;
   s.evicting = eviction{id, ticket};
   s.evictions_total += 1;
+  if (const auto& m = s.opts.metrics)
+    m->eviction();
   log::agent(id).warn("evicting: {}", text);
   self->send(s.spawner, evict_request{id, std::move(text)});
   self->delayed_send(self, ms{s.opts.host.evict_timeout_ms}, evict_timeout_atom::value,
@@ -352,6 +375,7 @@ void on_tick(self_ptr self) {
       spdlog::warn("governor: {}; the MemAvailable check is off until it reads",
                    mem.err().message);
   }
+  publish(s);
   check_pressure(self);
   self->delayed_send(self, ms{s.opts.host.pressure_check_ms}, tick_atom::value);
 }
@@ -375,6 +399,7 @@ void on_release(self_ptr self, const std::string& id) {
   if (s.evicting && s.evicting->agent_id == id)
     s.evicting.reset();
   drain_queue(self);
+  publish(s);
   check_pressure(self);
 }
 
@@ -387,6 +412,7 @@ void on_usage(self_ptr self, const agent_usage& u) {
   }
   s.memory_in_use = s.memory_in_use - i->second.in_use + u.memory_bytes;
   i->second.in_use = u.memory_bytes;
+  publish(s);
   check_pressure(self);
 }
 
@@ -434,6 +460,9 @@ caf::behavior governor(self_ptr self, governor_options opts, host_budget b, std:
   s.opts = std::move(opts);
   s.total = budget{b.memory_bytes, b.cpus, b.agents, b.pids};
   s.broken = std::move(broken);
+  if (const auto& m = s.opts.metrics)
+    m->budget(s.total);
+  publish(s);
   self->set_exit_handler([self](caf::exit_msg& m) {
     answer_queue_draining(self);
     self->quit(m.reason);

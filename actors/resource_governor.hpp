@@ -26,6 +26,7 @@
 
 #include "agentvisor/config.hpp"
 #include "agentvisor/messages.hpp"
+#include "agentvisor/metrics.hpp"
 
 #include <caf/fwd.hpp>
 
@@ -44,6 +45,8 @@ struct governor_options {
   /// Where /proc is: meminfo, stat and sys/kernel are read below it (tests
   /// point it at a directory they write).
   std::string proc_root = "/proc";
+  /// Null: no metrics.
+  std::shared_ptr<metrics::metrics> metrics;
 };
 
 /// The options a config asks for (host.max_queued into max_queued).

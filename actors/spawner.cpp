@@ -412,7 +412,9 @@ void do_spawn(self_ptr self, child& c) {
   if (st.ctx.factory)
     a = st.ctx.factory(self->system(), c.opts, parent);
   else
-    a = spawn_vm_actor(self->system(), vm_context{st.ctx.backend, st.ctx.io, parent, st.ctx.governor},
+    a = spawn_vm_actor(self->system(),
+                       vm_context{st.ctx.backend, st.ctx.io, parent, st.ctx.governor, st.ctx.metrics,
+                                  st.ctx.kind},
                        c.opts);
   if (!a) {
     child_down(self, c, down_info{c.id, down_reason::spawn_failed, 0, 0, "no actor was spawned"});
@@ -479,8 +481,31 @@ void begin_spawn(self_ptr self, child& c) {
       });
 }
 
+/// The pool's gauges, after anything that may have changed it.
+void note_pool(self_ptr self) {
+  auto& st = self->state;
+  if (!st.ctx.metrics)
+    return;
+  auto ready = std::count_if(st.children.begin(), st.children.end(),
+                             [](auto& c) { return c->pooled && c->ph == phase::ready && c->actor; });
+  st.ctx.metrics->pool_size(static_cast<std::size_t>(ready), st.opts.pool.warm);
+}
+
+/// A start or restart of the pool's spec: a hand-out, or a miss when the
+/// pool (if configured) had no ready member.
+void note_pool_use(self_ptr self, bool handed_out) {
+  auto& st = self->state;
+  if (!st.ctx.metrics || st.opts.pool.warm == 0)
+    return;
+  if (handed_out)
+    st.ctx.metrics->pool_handout();
+  else
+    st.ctx.metrics->pool_miss();
+}
+
 void fill_pool(self_ptr self) {
   auto& st = self->state;
+  note_pool(self);
   if (st.draining || st.escalation)
     return;
   auto pooled = std::count_if(st.children.begin(), st.children.end(),
@@ -503,6 +528,7 @@ bool adopt_pool_member(self_ptr self, child& c) {
   auto i = std::find_if(st.children.begin(), st.children.end(), [](auto& p) {
     return p->pooled && p->ph == phase::ready && p->actor && !p->remove_on_down;
   });
+  note_pool_use(self, i != st.children.end());
   if (i == st.children.end())
     return false;
   auto p = std::move(*i);
@@ -523,6 +549,8 @@ bool adopt_pool_member(self_ptr self, child& c) {
 /// Brings a restarting child back: on a ready pool member if it fits, else
 /// with a cold spawn (grant first).
 void restart_child(self_ptr self, child& c) {
+  if (auto& m = self->state.ctx.metrics)
+    m->restarted();
   if (!adopt_pool_member(self, c))
     begin_spawn(self, c);
 }
@@ -697,6 +725,8 @@ void decide(self_ptr self, child& c, const down_info& d) {
 /// removal, its group or the strategy decide.
 void child_down(self_ptr self, child& c, const down_info& d) {
   c.actor = nullptr;
+  if (c.pooled)
+    note_pool(self);
   release_grant(self, c);
   c.last_down = describe(d);
   auto in_flight = std::move(c.in_flight);
@@ -741,6 +771,8 @@ void on_ready(self_ptr self, const agent_ready& r) {
   c->ph = phase::ready;
   c->ever_ready = true;
   c->ready_since = clock_type::now();
+  if (c->pooled)
+    note_pool(self);
   auto info = record_info(*c);
   info.pid = r.pid;
   info.backend = r.backend;
@@ -767,6 +799,7 @@ caf::result<agent_info> on_start(self_ptr self, const agent_request& req) {
     // and moves to the end of the start order.
     auto i = std::find_if(st.children.begin(), st.children.end(),
                           [](auto& c) { return c->pooled && c->ph == phase::ready; });
+    note_pool_use(self, i != st.children.end());
     if (i != st.children.end()) {
       auto c = std::move(*i);
       st.children.erase(i);

@@ -38,6 +38,7 @@
 #include "agentvisor/backend.hpp"
 #include "agentvisor/config.hpp"
 #include "agentvisor/messages.hpp"
+#include "agentvisor/metrics.hpp"
 
 #include <caf/atom.hpp>
 #include <caf/fwd.hpp>
@@ -76,6 +77,9 @@ struct spawner_context {
   caf::actor governor;
   /// Empty: spawn vm_actors (backend, io, the spawner as parent, governor).
   child_factory factory;
+  /// Null: no metrics. Given to every vm_actor with `kind`.
+  std::shared_ptr<metrics::metrics> metrics;
+  backend_kind kind = backend_kind::sandbox;
 };
 
 /// (calls_atom) -> (uint64_t received, uint64_t answered): the spawner's

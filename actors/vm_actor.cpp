@@ -38,6 +38,9 @@ using ms = std::chrono::milliseconds;
 struct queued_call {
   tool_call call;
   caf::response_promise rp;
+  clock_type::time_point at = clock_type::now();
+  /// A chaos fault riding the call machinery: not a tool call in metrics.
+  bool fault = false;
 };
 
 struct vm_data {
@@ -71,6 +74,18 @@ struct vm_data {
   /// The first reason to end the machine. Unset when it died by itself:
   /// agent_exited then says why.
   std::optional<down_info> cause;
+  /// When the last heartbeat arrived, for the heartbeat lag.
+  std::optional<clock_type::time_point> last_beat;
+  metrics::agent_series series;
+
+  /// The state goes with the actor however it ends (even killed by CAF):
+  /// its agent leaves the state gauge and its series go.
+  ~vm_data() {
+    if (auto& m = ctx.metrics) {
+      m->agent_state(phase, std::nullopt);
+      m->remove_agent(series);
+    }
+  }
   static inline const char* name = "vm_actor";
 };
 
@@ -99,6 +114,23 @@ void tick_later(self_ptr self) {
 void set_phase(self_ptr self, vm_state p);
 void shut_machine(self_ptr self);
 
+/// Answers a call that was accepted, and counts it.
+template <class T>
+void answer(vm_data& st, queued_call& c, T&& x, metrics::call_outcome o) {
+  if (auto& m = st.ctx.metrics; m && !c.fault) {
+    m->tool_call(metrics::tool_from(c.call.tool), o, clock_type::now() - c.at);
+    metrics::metrics::agent_tool_call(st.series);
+  }
+  c.rp.deliver(std::forward<T>(x));
+}
+
+/// A refused call that never reached the queue: counted, not timed.
+caf::error refuse(const vm_data& st, const tool_call& call, caf::error err) {
+  if (auto& m = st.ctx.metrics)
+    m->tool_call(metrics::tool_from(call.tool), metrics::call_outcome::refused, {});
+  return err;
+}
+
 // --- ending -------------------------------------------------------------------
 
 /// Answers every call still held and quits with the down reason.
@@ -106,10 +138,10 @@ void finish(self_ptr self, down_info d) {
   auto& st = self->state;
   auto err = down_error(st, d);
   for (auto& [id, c] : st.in_flight)
-    c.rp.deliver(err);
+    answer(st, c, err, metrics::call_outcome::agent_down);
   st.in_flight.clear();
   for (auto& c : st.queue)
-    c.rp.deliver(err);
+    answer(st, c, err, metrics::call_outcome::agent_down);
   st.queue.clear();
   if (st.channel && st.channel_open)
     st.ctx.io->close(st.channel);
@@ -117,6 +149,11 @@ void finish(self_ptr self, down_info d) {
   auto level = is_normal(d) ? spdlog::level::info : spdlog::level::warn;
   log::agent(st.id).log(level, "down: {}", describe(d));
   set_phase(self, is_normal(d) ? vm_state::stopped : vm_state::failed);
+  if (auto& m = st.ctx.metrics) {
+    m->agent_down(d.reason);
+    if (d.reason == down_reason::spawn_failed)
+      m->spawned(st.ctx.kind, metrics::spawn_result::failed, {});
+  }
   self->quit(make_down_error(d));
 }
 
@@ -166,7 +203,8 @@ void dispatch(self_ptr self) {
     st.queue.pop_front();
     auto out = st.session.call(c.call.tool, c.call.args_json);
     if (!out) {
-      c.rp.deliver(make_error(errc::bad_request, "agent " + st.id + ": " + out.err().message));
+      answer(st, c, make_error(errc::bad_request, "agent " + st.id + ": " + out.err().message),
+             metrics::call_outcome::refused);
       continue;
     }
     st.ctx.io->write(st.channel, std::move(out->line));
@@ -209,13 +247,16 @@ void send_fault(self_ptr self, fault_request& f, caf::response_promise rp) {
   auto out = st.session.fault(g);
   st.ctx.io->write(st.channel, std::move(out.line));
   log::agent(st.id).warn("fault injected: {}", f.kind);
+  if (auto& m = st.ctx.metrics)
+    m->fault_injected(metrics::fault_kind_from(f.kind));
   if (out.id == 0) {
     rp.deliver(tool_result{});
     return;
   }
   tool_call as_call{"fault " + f.kind, "{}", false, 0};
   self->delayed_send(self, ms(timeout_of(st, as_call)), call_timeout_atom::value, out.id);
-  st.in_flight.emplace(out.id, queued_call{std::move(as_call), std::move(rp)});
+  st.in_flight.emplace(out.id,
+                       queued_call{std::move(as_call), std::move(rp), clock_type::now(), true});
   set_phase(self, vm_state::busy);
 }
 
@@ -232,7 +273,8 @@ void on_result(self_ptr self, guest::call_result& r) {
     out.error_code = std::string(guest::to_string(r.error.code));
     out.error_message = std::move(r.error.message);
   }
-  it->second.rp.deliver(std::move(out));
+  answer(st, it->second, std::move(out),
+         r.ok ? metrics::call_outcome::ok : metrics::call_outcome::tool_error);
   st.in_flight.erase(it);
   if (st.phase == vm_state::ready || st.phase == vm_state::busy)
     dispatch(self);
@@ -243,6 +285,19 @@ void on_result(self_ptr self, guest::call_result& r) {
 // --- the guest's lines --------------------------------------------------------
 
 void become_ready(self_ptr self);
+
+/// The heartbeat lag: how much later than heartbeat_ms after the previous
+/// one this beat came.
+void note_heartbeat(vm_data& st) {
+  auto now = clock_type::now();
+  if (auto& m = st.ctx.metrics; m && st.last_beat) {
+    auto lag = (now - *st.last_beat) - ms(st.opts.spec.heartbeat_ms);
+    m->heartbeat_lag(lag);
+    metrics::metrics::agent_heartbeat_lag(st.series, lag);
+    metrics::metrics::agent_memory(st.series, st.memory_bytes);
+  }
+  st.last_beat = now;
+}
 
 /// Feeds one event of the session; shared by every live phase.
 void on_event(self_ptr self, guest::session_event& ev) {
@@ -256,6 +311,7 @@ void on_event(self_ptr self, guest::session_event& ev) {
           become_ready(self);
       } else if constexpr (std::is_same_v<T, guest::heartbeat>) {
         st.memory_bytes = e.memory_bytes;
+        note_heartbeat(st);
       } else if constexpr (std::is_same_v<T, guest::call_result>) {
         on_result(self, e);
       } else if constexpr (std::is_same_v<T, guest::protocol_error>) {
@@ -310,6 +366,7 @@ void poll_usage(self_ptr self) {
     .then([self](agent_usage& u) {
       auto& s = self->state;
       s.memory_bytes = u.memory_bytes;
+      metrics::metrics::agent_memory(s.series, u.memory_bytes);
       if (s.ctx.governor)
         self->send(s.ctx.governor, std::move(u));
     },
@@ -360,9 +417,11 @@ void on_call_timeout(self_ptr self, uint64_t id) {
   auto it = st.in_flight.find(id);
   if (it == st.in_flight.end())
     return;
-  it->second.rp.deliver(make_error(
-    errc::timeout, "agent " + st.id + ": " + it->second.call.tool + " got no result within "
-                     + std::to_string(timeout_of(st, it->second.call)) + " ms"));
+  answer(st, it->second,
+         make_error(errc::timeout, "agent " + st.id + ": " + it->second.call.tool
+                                     + " got no result within "
+                                     + std::to_string(timeout_of(st, it->second.call)) + " ms"),
+         metrics::call_outcome::timeout);
   st.in_flight.erase(it);
   if (st.phase == vm_state::ready || st.phase == vm_state::busy)
     dispatch(self);
@@ -371,6 +430,8 @@ void on_call_timeout(self_ptr self, uint64_t id) {
 void on_oom(self_ptr self, agent_oom& e) {
   auto& st = self->state;
   ++st.oom_kills;
+  if (auto& m = st.ctx.metrics)
+    m->oom_kill();
   if (st.ctx.governor)
     self->send(st.ctx.governor, e);
   if (st.ctx.parent)
@@ -419,7 +480,9 @@ caf::error stopping(const vm_data& st) {
 
 caf::behavior draining_behavior(self_ptr self) {
   return caf::message_handler{
-    [=](call_atom, tool_call&) -> caf::result<tool_result> { return stopping(self->state); },
+    [=](call_atom, tool_call& c) -> caf::result<tool_result> {
+      return refuse(self->state, c, stopping(self->state));
+    },
     [=](stop_atom, uint32_t) {}, // already stopping
     [=](fault_atom, fault_request&) -> caf::result<tool_result> {
       return stopping(self->state);
@@ -437,7 +500,9 @@ caf::error going_down(const vm_data& st) {
 
 caf::behavior failed_behavior(self_ptr self) {
   return caf::message_handler{
-    [=](call_atom, tool_call&) -> caf::result<tool_result> { return going_down(self->state); },
+    [=](call_atom, tool_call& c) -> caf::result<tool_result> {
+      return refuse(self->state, c, going_down(self->state));
+    },
     [=](stop_atom, uint32_t) {},
     [=](fault_atom, fault_request&) -> caf::result<tool_result> {
       return going_down(self->state);
@@ -454,7 +519,7 @@ void begin_stop(self_ptr self, uint32_t grace_ms) {
   st.stop_grace_ms = grace_ms;
   auto err = stopping(st);
   for (auto& c : st.queue)
-    c.rp.deliver(err);
+    answer(st, c, err, metrics::call_outcome::refused);
   st.queue.clear();
   set_phase(self, vm_state::draining);
   self->become(draining_behavior(self));
@@ -491,7 +556,12 @@ caf::behavior live_behavior(self_ptr self) {
 }
 
 void set_phase(self_ptr self, vm_state p) {
-  self->state.phase = p;
+  auto& st = self->state;
+  if (st.phase == p)
+    return;
+  if (auto& m = st.ctx.metrics)
+    m->agent_state(st.phase, p);
+  st.phase = p;
 }
 
 void become_ready(self_ptr self) {
@@ -502,6 +572,8 @@ void become_ready(self_ptr self) {
   log::agent(st.id).info("ready: pid {}, {} backend, {:.2f} ms after the spawn request", st.pid,
                          st.backend, spawn_ns.count() / 1e6);
   st.last_line = clock_type::now();
+  if (auto& m = st.ctx.metrics)
+    m->spawned(st.ctx.kind, metrics::spawn_result::ok, spawn_ns);
   if (st.ctx.parent)
     self->send(st.ctx.parent,
                agent_ready{st.id, st.pid, st.backend, static_cast<uint64_t>(spawn_ns.count())});
@@ -530,7 +602,7 @@ void fail(self_ptr self, down_info d) {
   log::agent(st.id).warn("ending it: {}", describe(*st.cause));
   auto err = down_error(st, *st.cause);
   for (auto& c : st.queue)
-    c.rp.deliver(err);
+    answer(st, c, err, metrics::call_outcome::agent_down);
   st.queue.clear();
   set_phase(self, vm_state::failed);
   self->become(failed_behavior(self));
@@ -579,6 +651,10 @@ caf::behavior vm_actor_impl(self_ptr self, vm_context ctx, vm_options opts) {
   st.opts = std::move(opts);
   if (st.opts.max_calls_in_flight == 0)
     st.opts.max_calls_in_flight = 1;
+  if (auto& m = st.ctx.metrics) {
+    m->agent_state(std::nullopt, st.phase);
+    st.series = m->add_agent(st.id);
+  }
   log::agent(st.id).debug("spawning: {} MiB, {} pids", st.opts.spec.memory_bytes >> 20,
                           st.opts.spec.pids);
   launch(self, spawn_machine(self));

@@ -31,6 +31,7 @@
 
 #include "agentvisor/backend.hpp"
 #include "agentvisor/messages.hpp"
+#include "agentvisor/metrics.hpp"
 
 #include <caf/fwd.hpp>
 
@@ -48,6 +49,9 @@ struct vm_context {
   caf::actor parent;
   /// Receives agent_usage and agent_oom. May be invalid.
   caf::actor governor;
+  /// Null: no metrics. Its spawns are labelled with `kind`.
+  std::shared_ptr<metrics::metrics> metrics;
+  backend_kind kind = backend_kind::sandbox;
 };
 
 caf::actor spawn_vm_actor(caf::actor_system& sys, vm_context ctx, vm_options opts);

@@ -90,7 +90,7 @@ caf::actor host::spawner(supervision_config sup, uint32_t warm) {
   so.defaults = defaults();
   so.pool.warm = warm;
   so.grant_deadline_ms = 120000;
-  auto sp = spawn_spawner(sys_, spawner_context{backend_, &io_, governor_, {}}, so);
+  auto sp = spawn_spawner(sys_, spawner_context{backend_, &io_, governor_, {}, {}, {}}, so);
   caf::anon_send(governor_, attach_atom::value, sp);
   return sp;
 }

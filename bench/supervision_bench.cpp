@@ -128,7 +128,7 @@ down_samples kill_to_down(host& h, int n, progress& prog) {
   down_samples out;
   caf::scoped_actor self{h.sys()};
   for (int k = 0; k < n; ++k) {
-    auto vm = spawn_vm_actor(h.sys(), vm_context{h.backend(), &h.io(), caf::actor{self}, {}},
+    auto vm = spawn_vm_actor(h.sys(), vm_context{h.backend(), &h.io(), caf::actor{self}, {}, {}, {}},
                              h.vm("kd-" + std::to_string(k)));
     self->monitor(vm);
     int pid = 0;

@@ -185,18 +185,29 @@ int run_supervisor(const supervisor_options& opts) {
   spdlog::info("API token {} {}", token->generated ? "generated in" : "read from", token->path);
   auto listen = parse_host_port(cfg->api.listen);
 
+  // One registry for the whole supervisor; the actors share it (its
+  // series are atomics), the api actor serializes it on GET /metrics.
+  std::shared_ptr<metrics::metrics> reg;
+  if (cfg->metrics.enabled)
+    reg = std::make_shared<metrics::metrics>(cfg->metrics);
+
   auto backend = sandbox::spawn_sandbox_backend(sys, io, std::move(*host));
-  auto governor = spawn_resource_governor(sys, &io, make_governor_options(*cfg));
+  auto gov_opts = make_governor_options(*cfg);
+  gov_opts.metrics = reg;
+  auto governor = spawn_resource_governor(sys, &io, std::move(gov_opts));
   spawner_options sp_opts;
   sp_opts.supervision = cfg->supervision;
   sp_opts.defaults = cfg->agents;
   sp_opts.pool = cfg->pool;
-  auto spawner = spawn_spawner(sys, spawner_context{backend, &io, governor, {}}, sp_opts);
+  auto spawner = spawn_spawner(sys, spawner_context{backend, &io, governor, {}, reg, cfg->backend},
+                               sp_opts);
   caf::anon_send(governor, attach_atom::value, spawner);
   api_options api_opts;
   api_opts.listen = *listen;
   api_opts.token = token->value;
   api_opts.max_body_bytes = cfg->api.max_body_bytes;
+  api_opts.metrics = reg;
+  api_opts.metrics_require_token = cfg->metrics.require_token;
   auto api = spawn_api(sys, io, api_opts, spawner, governor);
 
   int code = exit_ok;

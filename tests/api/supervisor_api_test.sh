@@ -64,6 +64,31 @@ req() {
   local got; got=$(curl "${args[@]}" "$@" "$base$path")
   [ "$got" = "$want" ] || fail "$name: HTTP $got, wanted $want: $(head -c 400 "$tmp/body")"
 }
+# metric NAME [LABEL="VALUE"...]: the sum of the /metrics samples named NAME
+# that carry every given label pair (any order), fetched now without a token.
+metric() {
+  local name=$1; shift
+  curl -s "$base/metrics" >"$tmp/metrics"
+  awk -v name="$name" -v want="$*" '
+    BEGIN { n = split(want, pairs, " ") }
+    /^#/ { next }
+    {
+      s = $1; sub(/\{.*/, "", s)
+      if (s != name) next
+      for (i = 1; i <= n; i++) if (index($1, pairs[i]) == 0) next
+      sum += $2; found = 1
+    }
+    END { if (found) print sum + 0; else print "none" }' "$tmp/metrics"
+}
+# metric_is NAME-FOR-MESSAGE WANT-TEST METRIC-ARGS...: e.g. metric_is x "-ge 1" ...
+metric_is() {
+  local what=$1 test=$2; shift 2
+  checks=$((checks + 1))
+  local v; v=$(metric "$@")
+  if [ "$v" = none ] || ! [ "${v%.*}" $test ]; then
+    fail "metric $what: $* is $v, wanted $test"
+  fi
+}
 body_has() { grep -q -- "$2" "$tmp/body" || fail "$1: body lacks '$2': $(head -c 400 "$tmp/body")"; }
 field() { sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" "$tmp/body" | head -1; }
 
@@ -104,6 +129,29 @@ body_has "escape" 'path_escape'
 req "unknown tool" 200 POST "/v1/agents/$id/tools/teleport" '{}'
 body_has "unknown tool" 'unknown_tool'
 
+# --- metrics: the spawn and the calls above, counted --------------------------------------
+checks=$((checks + 1))
+got=$(curl -s -o "$tmp/body" -w '%{http_code} %{content_type}' "$base/metrics")
+[ "$got" = "200 text/plain; version=0.0.4; charset=utf-8" ] || fail "GET /metrics without a token: $got"
+checks=$((checks + 1))
+got=$(curl -s -o "$tmp/body" -w '%{http_code} %{content_type}' \
+  -H 'Accept: application/openmetrics-text; version=1.0.0' "$base/metrics")
+[ "$got" = "200 application/openmetrics-text; version=1.0.0; charset=utf-8" ] \
+  || fail "GET /metrics asking for OpenMetrics: $got"
+[ "$(tail -n 1 "$tmp/body")" = "# EOF" ] || fail "OpenMetrics answer does not end with # EOF"
+metric_is "spawns" "-ge 1" agentvisor_spawns_total 'backend="sandbox"' 'result="ok"'
+metric_is "spawn histogram" "-ge 1" agentvisor_spawn_duration_seconds_count 'backend="sandbox"'
+metric_is "ready agents" "-eq 1" agentvisor_agents 'state="ready"'
+metric_is "read_file ok" "-eq 1" agentvisor_tool_calls_total 'tool="read_file"' 'outcome="ok"'
+metric_is "read_file escape" "-eq 1" agentvisor_tool_calls_total 'tool="read_file"' 'outcome="tool_error"'
+metric_is "unknown tool" "-eq 1" agentvisor_tool_calls_total 'tool="other"' 'outcome="tool_error"'
+metric_is "execute_command timed" "-eq 1" agentvisor_tool_call_duration_seconds_count 'tool="execute_command"'
+metric_is "per-agent calls" "-eq 7" agentvisor_agent_tool_calls_total "agent=\"$id\""
+metric_is "per-agent memory" "-ge 0" agentvisor_agent_memory_bytes "agent=\"$id\""
+metric_is "budget" "-gt 0" agentvisor_governor_budget_memory_bytes
+metric_is "granted agents" "-eq 1" agentvisor_governor_granted 'resource="agents"'
+metric_is "process rss" "-gt 0" process_resident_memory_bytes
+
 # --- errors -------------------------------------------------------------------------------
 req "bad JSON" 400 POST /v1/agents '{"name": '
 req "missing name" 400 POST /v1/agents '{"memory_mb": 64}'
@@ -141,6 +189,9 @@ for _ in $(seq 100); do
 done
 body_has "restarted" '"restarts":1'
 body_has "restarted" '"last_down_reason":"crashed'
+metric_is "crash counted" "-eq 1" agentvisor_agent_downs_total 'reason="crashed"'
+metric_is "restart counted" "-eq 1" agentvisor_restarts_total
+metric_is "over budget refused" "-ge 1" agentvisor_governor_refusals_total 'reason="over_budget"'
 
 # --- the agent-count budget: 4 agents; a fifth waits, then 503 ----------------------------
 for n in 2 3 4; do req "create $n" 201 POST /v1/agents "{\"name\": \"n$n\"}"; done
@@ -148,11 +199,17 @@ req "governor" 200 GET /v1/governor
 body_has "governor" '"queued"'
 req "fifth agent" 503 POST /v1/agents '{"name": "fifth"}'
 body_has "fifth agent" 'budget'
+metric_is "queue timeout refused" "-eq 1" agentvisor_governor_refusals_total 'reason="budget_timeout"'
 
 # --- delete --------------------------------------------------------------------------------
 req "delete" 200 DELETE "/v1/agents/$id"
 req "deleted" 404 GET "/v1/agents/$id"
 req "call on deleted" 404 POST "/v1/agents/$id/tools/list_directory" '{}'
+metric_is "stop counted" "-ge 1" agentvisor_agent_downs_total 'reason="stopped"'
+checks=$((checks + 1))
+[ "$(metric agentvisor_agent_memory_bytes "agent=\"$id\"")" = none ] \
+  || fail "the deleted agent's per-agent series is still exported"
+metric_is "ready agents after delete" "-eq 3" agentvisor_agents 'state="ready"'
 
 # --- shutdown: SIGTERM stops every agent, removes every cgroup, exits 0 ----------------------
 checks=$((checks + 1))

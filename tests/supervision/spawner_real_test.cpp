@@ -52,7 +52,7 @@ struct real_fixture {
 
   explicit real_fixture(bool recorded = false)
     : sf(host.sys, [this](caf::actor_system& s, const vm_options& o, const caf::actor& parent) {
-        return spawn_vm_actor(s, vm_context{host.backend, &host.io, parent, sf.governor}, o);
+        return spawn_vm_actor(s, vm_context{host.backend, &host.io, parent, sf.governor, {}, {}}, o);
       }) {
     sf.backend = host.backend;
     sf.io = &host.io;

@@ -45,7 +45,7 @@ struct fixture : testing::real_host {
   /// Spawns a vm_actor whose parent is `self`, monitored by `self`, and
   /// waits for its agent_ready.
   caf::actor start(const vm_options& o) {
-    auto vm = spawn_vm_actor(sys, vm_context{backend, &io, caf::actor{self}, caf::actor{}}, o);
+    auto vm = spawn_vm_actor(sys, vm_context{backend, &io, caf::actor{self}, {}, {}, {}}, o);
     self->monitor(vm);
     bool ready = false;
     self->receive([&](agent_ready& r) {
@@ -261,7 +261,7 @@ TEST_CASE_FIXTURE(fixture, "the guest exits by itself: exited with its code") {
 
 TEST_CASE_FIXTURE(fixture, "a spawn the backend refuses: spawn_failed, calls queued meanwhile answered") {
   auto o = options("bad id with spaces");
-  auto vm = spawn_vm_actor(sys, vm_context{backend, &io, caf::actor{self}, caf::actor{}}, o);
+  auto vm = spawn_vm_actor(sys, vm_context{backend, &io, caf::actor{self}, {}, {}, {}}, o);
   self->monitor(vm);
   self->request(vm, caf::duration{10s}, call_atom::value, tool_call{"list_directory", "{}"})
     .receive([](tool_result&) { FAIL("a call on a machine that never ran succeeded"); },
