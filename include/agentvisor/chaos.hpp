@@ -42,6 +42,19 @@ std::string_view to_string(fault_kind k) noexcept;
 std::optional<fault_kind> fault_kind_from(std::string_view name) noexcept;
 /// "kill, crash, hang, ..." for error messages.
 std::string fault_kind_list();
+/// The kinds that last a while and so take a duration_ms: partition,
+/// slow_spawn, cpu_hog, governor_pressure.
+bool has_duration(fault_kind k) noexcept;
+
+/// The down reasons a fault of kind `k` is expected to cause to its target,
+/// given the supervisor's heartbeat and hang timeout (empty: the target
+/// survives). What fault_record::expected_reasons usually holds; docs/chaos.md
+/// has the table. A partition causes `hung` only when it outlasts the hang
+/// timeout by a heartbeat (duration_ms >= hang_timeout_ms + heartbeat_ms);
+/// parse_scenario refuses partitions in the band where either could happen.
+std::vector<std::string> expected_reasons(fault_kind k, uint32_t duration_ms,
+                                          uint32_t heartbeat_ms,
+                                          uint32_t hang_timeout_ms);
 
 // --- scenario files -------------------------------------------------------------
 
@@ -49,8 +62,10 @@ std::string fault_kind_list();
 struct scheduled_fault {
   double at_s = 0;
   fault_kind kind = fault_kind::kill;
-  /// Index of the target agent (0-based, modulo the agent count); -1: random.
+  /// Index of the target agent (0-based, below the agent count: the parser
+  /// refuses others; plan() still takes it modulo the count); -1: random.
   int32_t agent = -1;
+  /// 0: the scenario's fault_duration_ms (kinds with a duration only).
   uint32_t duration_ms = 0;
 };
 

@@ -5,6 +5,7 @@
 // printed keys cannot drift apart. docs/configuration.md mirrors the bounds.
 
 #include "agentvisor/config.hpp"
+#include "agentvisor/json_read.hpp"
 
 #include <simdjson.h>
 
@@ -12,7 +13,6 @@
 #include <array>
 #include <cerrno>
 #include <charconv>
-#include <cmath>
 #include <cstddef>
 #include <limits>
 #include <optional>
@@ -29,6 +29,18 @@ namespace agentvisor {
 namespace {
 
 namespace od = simdjson::ondemand;
+// The shared pieces of our JSON readers (also used by chaos scenarios).
+using json_read::all_digits;
+using json_read::append_double;
+using json_read::append_quoted;
+using json_read::parse_state;
+using json_read::quote;
+using json_read::sanitize;
+using json_read::shorten;
+using json_read::string_check;
+using json_read::string_problem;
+using json_read::uint_range;
+using json_read::value_reader;
 
 // --- Enum names: the JSON spelling and to_string are the same table. ---
 
@@ -97,176 +109,11 @@ constexpr uint64_t day_ms = 86'400'000;
 constexpr size_t max_path_bytes = 4095; // PATH_MAX minus the NUL
 constexpr size_t max_instance_chars = 64;
 constexpr size_t max_host_chars = 253; // the longest DNS name
-// Longest value rendered after "got"; longer ones are cut with "...".
-constexpr size_t max_rendered = 40;
 // A config file larger than this is a mistake (or /dev/zero).
 constexpr size_t max_file_bytes = 16 << 20;
 
-struct uint_range {
-  uint64_t min;
-  uint64_t max;
-  // 0 is accepted besides [min, max]: "detect from the host at start-up".
-  bool zero_detects = false;
-};
-
-// What a string value failed: "expected <expected>, got X (<detail>)".
-struct string_problem {
-  std::string expected;
-  std::string detail;
-};
-using string_check = std::optional<string_problem> (*)(std::string_view);
-
-// --- Small text helpers. ---
-
-void append_escaped(std::string& out, std::string_view s) {
-  static constexpr char hex[] = "0123456789abcdef";
-  for (char c : s) {
-    auto u = static_cast<unsigned char>(c);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (u < 0x20) {
-          out += "\\u00";
-          out += hex[u >> 4];
-          out += hex[u & 0xf];
-        } else {
-          out += c;
-        }
-    }
-  }
-}
-
-void append_quoted(std::string& out, std::string_view s) {
-  out += '"';
-  append_escaped(out, s);
-  out += '"';
-}
-
-// Cuts at a UTF-8 character boundary so messages stay valid UTF-8.
-std::string shorten(std::string_view s) {
-  if (s.size() <= max_rendered)
-    return std::string{s};
-  size_t cut = max_rendered - 3;
-  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80)
-    --cut;
-  std::string out{s.substr(0, cut)};
-  out += "...";
-  return out;
-}
-
-// A user-supplied string for a message: quoted, escaped, not too long.
-std::string quote(std::string_view s) {
-  std::string out;
-  append_quoted(out, s);
-  return shorten(out);
-}
-
-// Control characters in a message would garble logs; escape them.
-std::string sanitize(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (static_cast<unsigned char>(c) < 0x20)
-      append_escaped(out, std::string_view{&c, 1});
-    else
-      out += c;
-  }
-  return out;
-}
-
-std::string_view trim_right(std::string_view s) {
-  while (!s.empty()
-         && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n'
-             || s.back() == '\r'))
-    s.remove_suffix(1);
-  return s;
-}
-
 bool is_digit(char c) {
   return c >= '0' && c <= '9';
-}
-
-bool all_digits(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), is_digit);
-}
-
-// The JSON number grammar, to tell "too large" from "not a number at all".
-bool is_json_number(std::string_view s) {
-  size_t i = 0;
-  size_t n = s.size();
-  auto digits = [&] {
-    size_t start = i;
-    while (i < n && is_digit(s[i]))
-      ++i;
-    return i > start;
-  };
-  if (i < n && s[i] == '-')
-    ++i;
-  if (i < n && s[i] == '0')
-    ++i;
-  else if (!digits())
-    return false;
-  if (i < n && s[i] == '.') {
-    ++i;
-    if (!digits())
-      return false;
-  }
-  if (i < n && (s[i] == 'e' || s[i] == 'E')) {
-    ++i;
-    if (i < n && (s[i] == '+' || s[i] == '-'))
-      ++i;
-    if (!digits())
-      return false;
-  }
-  return i == n;
-}
-
-// Shortest text that reads back to the same double (to_json round trips).
-void append_double(std::string& out, double x) {
-  if (!std::isfinite(x)) {
-    out += "null"; // JSON has no NaN/inf; parsing it back then fails loudly
-    return;
-  }
-  char buf[32];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, x);
-  if (ec != std::errc{}) {
-    out += "null";
-    return;
-  }
-  out.append(buf, end);
-}
-
-std::string double_text(double x) {
-  std::string out;
-  append_double(out, x);
-  return out;
-}
-
-// A JSON value after "got": scalars as written, containers abbreviated.
-std::string render(std::string_view raw_token, od::json_type type) {
-  if (type == od::json_type::object)
-    return "{...}";
-  if (type == od::json_type::array)
-    return "[...]";
-  return shorten(sanitize(trim_right(raw_token)));
-}
-
-template <class E>
-std::string one_of_text() {
-  std::string out = "one of ";
-  bool first = true;
-  for (auto name : enum_names<E>::value) {
-    if (!first)
-      out += ", ";
-    first = false;
-    out += name;
-  }
-  return out;
 }
 
 // --- String checks. ---
@@ -481,88 +328,17 @@ void describe(config& c, V& v) {
 
 // --- Parsing. ---
 
-struct parse_state {
-  std::string_view text; // the padded copy, for byte offsets
-  od::document* doc = nullptr;
-  std::string error; // the first error; empty while all is well
-
-  bool failed() const {
-    return !error.empty();
-  }
-
-  void fail(std::string msg) {
-    if (error.empty())
-      error = std::move(msg);
-  }
-
-  // " at byte N (line L, column C)", or nothing when `at` is unknown.
-  std::string where(const char* at) const {
-    if (at == nullptr || at < text.data() || at >= text.data() + text.size())
-      return {};
-    auto offset = static_cast<size_t>(at - text.data());
-    size_t line = 1;
-    size_t column = 1;
-    for (size_t i = 0; i < offset; ++i) {
-      if (text[i] == '\n') {
-        ++line;
-        column = 1;
-      } else {
-        ++column;
-      }
-    }
-    return " at byte " + std::to_string(offset) + " (line "
-           + std::to_string(line) + ", column " + std::to_string(column) + ")";
-  }
-
-  const char* doc_location() {
-    const char* at = nullptr;
-    if (doc == nullptr || doc->current_location().get(at) != simdjson::SUCCESS)
-      return nullptr;
-    return at;
-  }
-
-  void malformed(std::string_view path, std::string_view what,
-                 const char* at) {
-    std::string msg;
-    if (!path.empty()) {
-      msg += path;
-      msg += ": ";
-    }
-    msg += "malformed JSON";
-    msg += where(at);
-    msg += ": ";
-    msg += what;
-    fail(std::move(msg));
-  }
-
-  void malformed(std::string_view path, simdjson::error_code e,
-                 const char* at) {
-    // simdjson reports this one at the document start; that offset misleads.
-    if (e == simdjson::INCOMPLETE_ARRAY_OR_OBJECT)
-      at = nullptr;
-    malformed(path, simdjson::error_message(e), at);
-  }
-};
-
-// Keys as they appear in paths; control characters escaped.
-std::string join_path(std::string_view prefix, std::string_view key) {
-  std::string out{prefix};
-  if (!out.empty())
-    out += '.';
-  out += sanitize(key);
-  return out;
-}
-
 template <class S>
-void parse_members(parse_state& st, od::object& obj, const std::string& prefix,
-                   S& out);
+void parse_members(parse_state& st, json_read::od::object& obj,
+                   const std::string& prefix, S& out);
 
-// Visits one struct's keys and parses the value of the one named `key`.
+// Visits one struct's keys and parses the value of the one named `key`; the
+// value checks themselves are json_read's.
 class field_parser {
 public:
   field_parser(parse_state& st, std::string_view key, std::string path,
                od::value& val)
-    : st_(st), key_(key), path_(std::move(path)), val_(val) {
+    : st_(st), key_(key), reader_(st, std::move(path), val) {
   }
 
   bool found() const {
@@ -573,149 +349,42 @@ public:
   void uint(std::string_view name, T& out, uint_range r) {
     if (!claim(name))
       return;
-    auto type = kind();
-    if (!type)
-      return;
-    auto token = trim_right(raw_);
-    bool positive = r.min >= 1 && !r.zero_detects;
-    if (*type != od::json_type::number || !all_digits(token)) {
-      expected(positive ? "a positive integer" : "a non-negative integer",
-               *type);
-      return;
-    }
-    if (token.size() > 1 && token.front() == '0') {
-      st_.malformed(path_, "a number must not start with 0", raw_.data());
-      return;
-    }
-    constexpr uint64_t type_max = std::numeric_limits<T>::max();
-    uint64_t max = std::min(r.max, type_max);
     uint64_t x = 0;
-    // A valid run of digits that is no uint64 is simply too large.
-    bool too_big = val_.get_uint64().get(x) != simdjson::SUCCESS || x > max;
-    if (!too_big && ((x == 0 && r.zero_detects) || x >= r.min)) {
+    if (reader_.uint(x, r, std::numeric_limits<T>::max()))
       out = static_cast<T>(x);
-      return;
-    }
-    std::string want;
-    if (r.zero_detects)
-      want = "0 (detect) or an integer in " + std::to_string(r.min) + ".."
-             + std::to_string(max);
-    else if (!too_big && max == type_max)
-      want = r.min == 1 ? std::string{"a positive integer"}
-                        : "an integer >= " + std::to_string(r.min);
-    else
-      want = "an integer in " + std::to_string(r.min) + ".."
-             + std::to_string(max);
-    expected(want, *type);
   }
 
   void number(std::string_view name, double& out, double lo, double hi) {
-    if (!claim(name))
-      return;
-    auto type = kind();
-    if (!type)
-      return;
-    auto want = "a number in " + double_text(lo) + ".." + double_text(hi);
-    if (*type != od::json_type::number) {
-      expected(want, *type);
-      return;
-    }
-    double x = 0;
-    if (auto e = val_.get_double().get(x)) {
-      // Valid JSON yet no double (1e999) is out of range; else malformed.
-      if (is_json_number(trim_right(raw_)))
-        expected(want, *type);
-      else
-        st_.malformed(path_, e, raw_.data());
-      return;
-    }
-    if (!(x >= lo && x <= hi)) {
-      expected(want, *type);
-      return;
-    }
-    out = x;
+    if (claim(name))
+      reader_.number(out, {lo, hi});
   }
 
   void boolean(std::string_view name, bool& out) {
-    if (!claim(name))
-      return;
-    auto type = kind();
-    if (!type)
-      return;
-    bool x = false;
-    if (*type != od::json_type::boolean) {
-      expected("true or false", *type);
-      return;
-    }
-    if (auto e = val_.get_bool().get(x)) {
-      st_.malformed(path_, e, raw_.data());
-      return;
-    }
-    out = x;
+    if (claim(name))
+      reader_.boolean(out);
   }
 
   template <class E>
   void enumeration(std::string_view name, E& out) {
     if (!claim(name))
       return;
-    auto type = kind();
-    if (!type)
-      return;
-    if (*type == od::json_type::string) {
-      std::string_view s;
-      if (auto e = val_.get_string().get(s)) {
-        st_.malformed(path_, e, raw_.data());
-        return;
-      }
-      auto names = enum_names<E>::value;
-      auto i = std::find(names.begin(), names.end(), s);
-      if (i != names.end()) {
-        out = static_cast<E>(i - names.begin());
-        return;
-      }
-    }
-    expected(one_of_text<E>(), *type);
+    size_t i = 0;
+    if (reader_.enumeration(i, enum_names<E>::value))
+      out = static_cast<E>(i);
   }
 
   void string(std::string_view name, std::string& out, string_check check) {
-    if (!claim(name))
-      return;
-    auto type = kind();
-    if (!type)
-      return;
-    if (*type != od::json_type::string) {
-      expected("a string", *type);
-      return;
-    }
-    std::string_view s;
-    if (auto e = val_.get_string().get(s)) {
-      st_.malformed(path_, e, raw_.data());
-      return;
-    }
-    if (auto problem = check(s)) {
-      expected(problem->expected, *type, problem->detail);
-      return;
-    }
-    out = std::string{s};
+    if (claim(name))
+      reader_.string(out, check);
   }
 
   template <class S>
   void object(std::string_view name, S& out) {
     if (!claim(name))
       return;
-    auto type = kind();
-    if (!type)
-      return;
-    if (*type != od::json_type::object) {
-      expected("an object", *type);
-      return;
-    }
     od::object obj;
-    if (auto e = val_.get_object().get(obj)) {
-      st_.malformed(path_, e, raw_.data());
-      return;
-    }
-    parse_members(st_, obj, path_, out);
+    if (reader_.object(obj))
+      parse_members(st_, obj, reader_.path(), out);
   }
 
 private:
@@ -723,84 +392,25 @@ private:
     if (found_ || name != key_)
       return false;
     found_ = true;
-    raw_ = val_.raw_json_token();
     return true;
-  }
-
-  // The value's JSON type; nullopt (with the error recorded) if malformed.
-  std::optional<od::json_type> kind() {
-    od::json_type type{};
-    if (auto e = val_.type().get(type)) {
-      st_.malformed(path_, e, raw_.data());
-      return std::nullopt;
-    }
-    // type() looks at the first byte only; "tru" must not pass as a literal.
-    auto token = trim_right(raw_);
-    bool bad_literal = (type == od::json_type::boolean && token != "true"
-                        && token != "false")
-                       || (type == od::json_type::null && token != "null");
-    if (bad_literal) {
-      st_.malformed(path_, "invalid literal " + render(raw_, type),
-                    raw_.data());
-      return std::nullopt;
-    }
-    return type;
-  }
-
-  void expected(std::string_view what, od::json_type type,
-                std::string_view detail = {}) {
-    std::string msg = path_ + ": expected ";
-    msg += what;
-    msg += ", got ";
-    msg += render(raw_, type);
-    if (!detail.empty()) {
-      msg += " (";
-      msg += detail;
-      msg += ')';
-    }
-    st_.fail(std::move(msg));
   }
 
   parse_state& st_;
   std::string_view key_;
-  std::string path_;
-  od::value& val_;
-  std::string_view raw_;
+  value_reader reader_;
   bool found_ = false;
 };
 
 template <class S>
 void parse_members(parse_state& st, od::object& obj, const std::string& prefix,
                    S& out) {
-  // Known keys seen so far in this object; a handful, so a vector will do.
-  std::vector<std::string> seen;
-  for (auto field : obj) {
-    std::string_view key;
-    if (auto e = field.unescaped_key().get(key)) {
-      st.malformed(prefix, e, st.doc_location());
-      return;
-    }
-    auto path = join_path(prefix, key);
-    od::value val;
-    if (auto e = field.value().get(val)) {
-      st.malformed(path, e, st.doc_location());
-      return;
-    }
-    // On-Demand would happily let a later duplicate override an earlier one.
-    if (std::find(seen.begin(), seen.end(), key) != seen.end()) {
-      st.fail(path + ": duplicate key");
-      return;
-    }
-    field_parser parser{st, key, path, val};
-    describe(out, parser);
-    if (st.failed())
-      return;
-    if (!parser.found()) {
-      st.fail(path + ": unknown key");
-      return;
-    }
-    seen.emplace_back(key);
-  }
+  json_read::for_each_member(
+    st, obj, prefix,
+    [&](std::string_view key, const std::string& path, od::value& val) {
+      field_parser parser{st, key, path, val};
+      describe(out, parser);
+      return parser.found();
+    });
 }
 
 // Relations between keys, checked once every key has its final value.
@@ -930,47 +540,16 @@ result<config> parse_config(std::string_view json, std::string_view origin) {
       msg = std::string{origin} + ": " + msg;
     return error{std::move(msg), 0};
   };
-  simdjson::padded_string padded{json};
-  od::parser parser;
-  od::document doc;
-  parse_state st;
-  st.text = std::string_view{padded.data(), padded.size()};
-  if (auto e = parser.iterate(padded).get(doc)) {
-    if (e == simdjson::EMPTY)
-      return failure("malformed JSON: the document is empty "
-                     "(write {} for all defaults)");
-    st.malformed({}, e, nullptr);
-    return failure(std::move(st.error));
-  }
-  st.doc = &doc;
-  od::json_type type{};
-  if (auto e = doc.type().get(type)) {
-    st.malformed({}, e, st.doc_location());
-    return failure(std::move(st.error));
-  }
-  if (type != od::json_type::object) {
-    std::string_view raw;
-    if (doc.raw_json_token().get(raw) != simdjson::SUCCESS)
-      raw = "?";
-    return failure("expected a JSON object at the top level, got "
-                   + render(raw, type));
-  }
-  od::object root;
-  if (auto e = doc.get_object().get(root)) {
-    st.malformed({}, e, st.doc_location());
-    return failure(std::move(st.error));
-  }
   config cfg;
-  parse_members(st, root, {}, cfg);
-  if (st.failed())
-    return failure(std::move(st.error));
-  // On-Demand stops after the root object; anything left is an error.
-  if (const char* rest = st.doc_location()) {
-    st.malformed({}, "unexpected content after the top-level object", rest);
-    return failure(std::move(st.error));
-  }
-  if (auto msg = cross_check(cfg); !msg.empty())
+  auto msg = json_read::parse_root_object(
+    json, " (write {} for all defaults)",
+    [&](parse_state& st, od::object& root) {
+      parse_members(st, root, {}, cfg);
+    });
+  if (!msg.empty())
     return failure(std::move(msg));
+  if (auto why = cross_check(cfg); !why.empty())
+    return failure(std::move(why));
   return cfg;
 }
 
