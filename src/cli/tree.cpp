@@ -131,7 +131,8 @@ supervisor_tree::~supervisor_tree() {
     io_.stop();
 }
 
-result<std::unique_ptr<supervisor_tree>> supervisor_tree::start(const config& cfg) {
+result<std::unique_ptr<supervisor_tree>> supervisor_tree::start(const config& cfg,
+                                                                std::optional<host_port> listen) {
   if (cfg.backend != backend_kind::sandbox)
     return error{"backend " + std::string{to_string(cfg.backend)}
                  + ": not built yet (use \"sandbox\")"};
@@ -142,9 +143,12 @@ result<std::unique_ptr<supervisor_tree>> supervisor_tree::start(const config& cf
   if (!host)
     return error{"cannot prepare the sandbox backend: " + host.err().message};
   spdlog::info("{}", sandbox::describe(**host));
-  auto listen = parse_host_port(cfg.api.listen);
-  if (!listen)
-    return error{"api.listen: " + listen.err().message};
+  if (!listen) {
+    auto hp = parse_host_port(cfg.api.listen);
+    if (!hp)
+      return error{"api.listen: " + hp.err().message};
+    listen = *hp;
+  }
 
   std::unique_ptr<supervisor_tree> t{new supervisor_tree()};
   if (std::string err; !t->io_.start(&err))

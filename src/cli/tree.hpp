@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace agentvisor::cli {
@@ -25,7 +26,10 @@ class supervisor_tree {
 public:
   /// Prepares the host (blocking: instance lock, stale cgroups, template)
   /// and starts every actor, the API listening. An error names the step.
-  static result<std::unique_ptr<supervisor_tree>> start(const config& cfg);
+  /// `listen` overrides api.listen (port 0: any free port, which a config
+  /// may not ask for).
+  static result<std::unique_ptr<supervisor_tree>> start(const config& cfg,
+                                                        std::optional<host_port> listen = {});
 
   ~supervisor_tree();
   supervisor_tree(const supervisor_tree&) = delete;

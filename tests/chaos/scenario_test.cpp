@@ -72,7 +72,8 @@ TEST_CASE("expected down reasons per kind") {
   // A partition hangs its agent only when it outlasts the timeout by a beat.
   CHECK(expected_reasons(fault_kind::partition, 1100, 100, 1000) == v{"hung"});
   CHECK(expected_reasons(fault_kind::partition, 500, 100, 1000).empty());
-  for (auto k : {fault_kind::slow_spawn, fault_kind::cpu_hog, fault_kind::disk_fill,
+  CHECK(expected_reasons(fault_kind::slow_spawn, 5000, 100, 1000) == v{"crashed"});
+  for (auto k : {fault_kind::cpu_hog, fault_kind::disk_fill,
                  fault_kind::fork_bomb, fault_kind::governor_pressure})
     CHECK(expected_reasons(k, 5000, 100, 1000).empty());
 }
