@@ -176,7 +176,12 @@ void via_spawner(self_ptr self, std::size_t i, fault_request f) {
 void via_backend(self_ptr self, std::size_t i, spawn_fault sf) {
   auto& st = self->state;
   self->request(st.ctx.backend, milliseconds(5000), spawn_fault_atom::value, sf)
-    .then([self, i](uint32_t) { via_spawner(self, i, fault_request{"kill", 0, 0, {}}); },
+    .then(
+      [self, i](uint32_t) {
+        if (auto& m = self->state.ctx.metrics)
+          m->fault_injected(metrics::fault_kind_from(chaos::to_string(record_of(self, i).fault.kind)));
+        via_spawner(self, i, fault_request{"kill", 0, 0, {}});
+      },
           [self, i](caf::error& err) { skip(self, i, caf::to_string(err)); });
 }
 

@@ -17,6 +17,7 @@
 #include "agentvisor/backend.hpp"
 #include "agentvisor/chaos.hpp"
 #include "agentvisor/config.hpp"
+#include "agentvisor/metrics.hpp"
 
 #include <caf/fwd.hpp>
 
@@ -28,6 +29,9 @@ struct chaos_context {
   caf::actor spawner;
   caf::actor governor;
   backend_actor backend;
+  /// Counts the backend's spawn faults (the spawner, vm_actor and governor
+  /// count the faults that pass through them). May be null.
+  std::shared_ptr<metrics::metrics> metrics;
 };
 
 struct chaos_options {

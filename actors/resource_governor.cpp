@@ -224,17 +224,20 @@ void on_grant(self_ptr self, grant_request& r, caf::typed_response_promise<grant
     return void(rp.deliver(refuse(s, errc::over_budget, "agent " + r.agent_id
                                                           + " cannot be granted: "
                                                           + s.broken)));
+  auto bad_request = [&](std::string msg) {
+    if (const auto& m = s.opts.metrics)
+      m->grant_refused(metrics::refusal::bad_request);
+    rp.deliver(make_error(errc::bad_request, std::move(msg)));
+  };
   if (r.agent_id.empty())
-    return void(rp.deliver(make_error(errc::bad_request, "a grant request needs an agent id")));
+    return bad_request("a grant request needs an agent id");
   if (auto i = s.holdings.find(r.agent_id); i != s.holdings.end())
-    return void(rp.deliver(make_error(
-      errc::bad_request, "agent " + r.agent_id + " already holds a grant of "
-                           + bytes_text(i->second.g.memory_bytes) + "; release it first")));
+    return bad_request("agent " + r.agent_id + " already holds a grant of "
+                       + bytes_text(i->second.g.memory_bytes) + "; release it first");
   auto queued = std::find_if(s.queue.begin(), s.queue.end(),
                              [&](const waiting& w) { return w.req.agent_id == r.agent_id; });
   if (queued != s.queue.end())
-    return void(rp.deliver(make_error(errc::bad_request, "agent " + r.agent_id
-                                                           + " already waits for a grant")));
+    return bad_request("agent " + r.agent_id + " already waits for a grant");
   if (auto never = never_fits(s, r); !never.empty())
     return void(rp.deliver(refuse(s, errc::over_budget, join(never))));
   auto shortfall = short_now(s, r);
@@ -509,6 +512,8 @@ caf::behavior governor(self_ptr self, governor_options opts, host_budget b, std:
       spdlog::warn("governor: chaos: memory budget {} for {} ms (was {})",
                    bytes_text(memory_bytes), duration_ms, bytes_text(*s.budget_before_pressure));
       s.total.memory_bytes = memory_bytes;
+      if (const auto& m = s.opts.metrics)
+        m->fault_injected(metrics::fault_kind::governor_pressure);
       self->delayed_send(self, ms{duration_ms}, pressure_over_atom::value, ++s.pressure_ticket);
       publish_budget(s);
       check_pressure(self);

@@ -200,7 +200,7 @@ int run_chaos(const chaos_run_options& o) {
     ro.hang_timeout_ms = cfg->agents.hang_timeout_ms;
     ro.supervision = cfg->supervision;
     ro.progress = ::isatty(STDERR_FILENO) != 0;
-    spawn_chaos_runner(t.system(), chaos_context{t.spawner(), t.governor(), t.backend()},
+    spawn_chaos_runner(t.system(), chaos_context{t.spawner(), t.governor(), t.backend(), t.metrics()},
                        std::move(ro), [&result](chaos::run_log l) { result.set_value(std::move(l)); });
     log = done.get();
     log.healthy_at_end = healthz(t.host(), t.port());

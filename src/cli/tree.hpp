@@ -44,6 +44,8 @@ public:
   uint16_t port() const noexcept { return port_; }
   const std::string& host() const noexcept { return host_; }
   const std::string& token() const noexcept { return token_; }
+  /// Null when metrics.enabled is false.
+  const std::shared_ptr<metrics::metrics>& metrics() const noexcept { return metrics_; }
 
   /// SIGINT and SIGTERM start the ordered shutdown (a second one quits at
   /// once).
