@@ -302,7 +302,7 @@ TEST_CASE("scenarios/smoke.json: every kind on a schedule, 4 agents, under a min
   auto cfg = parse_config(s.supervisor_json);
   REQUIRE(cfg.has_value());
   CHECK(cfg->agents.heartbeat_ms == 100);
-  CHECK(cfg->agents.hang_timeout_ms == 1000);
+  CHECK(cfg->agents.hang_timeout_ms <= 3000);
   CHECK(cfg->agents.allow_faults);
   CHECK(cfg->supervision.max_backoff_ms <= 1000);
   // Both outcomes of a partition are exercised.
