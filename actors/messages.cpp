@@ -150,6 +150,8 @@ void register_messages(caf::actor_system_config& cfg) {
     .add_message_type<agent_info>("agent_info")
     .add_message_type<std::vector<agent_info>>("std::vector<agent_info>")
     .add_message_type<agent_request>("agent_request")
+    .add_message_type<agent_event>("agent_event")
+    .add_message_type<spawn_fault>("spawn_fault")
     .add_message_type<grant_request>("grant_request")
     .add_message_type<grant>("grant")
     .add_message_type<budget>("budget")

@@ -27,6 +27,7 @@ namespace {
 using deadline_atom = caf::atom_constant<caf::atom("gv_dline")>;
 using tick_atom = caf::atom_constant<caf::atom("gv_tick")>;
 using evict_timeout_atom = caf::atom_constant<caf::atom("gv_evtmo")>;
+using pressure_over_atom = caf::atom_constant<caf::atom("gv_presov")>;
 
 using clock_type = std::chrono::steady_clock;
 using ms = std::chrono::milliseconds;
@@ -77,6 +78,10 @@ struct gov_state {
   bool no_victim_warned = false;
   caf::actor spawner;
   std::optional<eviction> evicting;
+  /// Chaos: the memory budget before a pressure fault shrank it, and the
+  /// ticket of the timer that restores it.
+  std::optional<uint64_t> budget_before_pressure;
+  uint64_t pressure_ticket = 0;
 
   static inline const char* name = "resource_governor";
 };
@@ -128,7 +133,9 @@ std::vector<std::string> never_fits(const gov_state& s, const grant_request& r) 
 /// What of `r` does not fit now (empty: it fits).
 std::vector<std::string> short_now(const gov_state& s, const grant_request& r) {
   std::vector<std::string> out;
-  uint64_t mem_free = s.total.memory_bytes - s.used.memory_bytes;
+  // Under a chaos pressure fault the budget may sit below what is granted.
+  uint64_t mem_free
+    = s.total.memory_bytes > s.used.memory_bytes ? s.total.memory_bytes - s.used.memory_bytes : 0;
   if (r.memory_bytes > mem_free)
     out.push_back("memory: " + bytes_text(s.used.memory_bytes) + " of "
                   + bytes_text(s.total.memory_bytes) + " granted, "
@@ -144,6 +151,11 @@ std::vector<std::string> short_now(const gov_state& s, const grant_request& r) {
 }
 
 // --- grants --------------------------------------------------------------------
+
+void publish_budget(const gov_state& s) {
+  if (const auto& m = s.opts.metrics)
+    m->budget(s.total);
+}
 
 /// The gauges, after anything that may have moved them (atomic stores).
 void publish(const gov_state& s) {
@@ -212,17 +224,20 @@ void on_grant(self_ptr self, grant_request& r, caf::typed_response_promise<grant
     return void(rp.deliver(refuse(s, errc::over_budget, "agent " + r.agent_id
                                                           + " cannot be granted: "
                                                           + s.broken)));
+  auto bad_request = [&](std::string msg) {
+    if (const auto& m = s.opts.metrics)
+      m->grant_refused(metrics::refusal::bad_request);
+    rp.deliver(make_error(errc::bad_request, std::move(msg)));
+  };
   if (r.agent_id.empty())
-    return void(rp.deliver(make_error(errc::bad_request, "a grant request needs an agent id")));
+    return bad_request("a grant request needs an agent id");
   if (auto i = s.holdings.find(r.agent_id); i != s.holdings.end())
-    return void(rp.deliver(make_error(
-      errc::bad_request, "agent " + r.agent_id + " already holds a grant of "
-                           + bytes_text(i->second.g.memory_bytes) + "; release it first")));
+    return bad_request("agent " + r.agent_id + " already holds a grant of "
+                       + bytes_text(i->second.g.memory_bytes) + "; release it first");
   auto queued = std::find_if(s.queue.begin(), s.queue.end(),
                              [&](const waiting& w) { return w.req.agent_id == r.agent_id; });
   if (queued != s.queue.end())
-    return void(rp.deliver(make_error(errc::bad_request, "agent " + r.agent_id
-                                                           + " already waits for a grant")));
+    return bad_request("agent " + r.agent_id + " already waits for a grant");
   if (auto never = never_fits(s, r); !never.empty())
     return void(rp.deliver(refuse(s, errc::over_budget, join(never))));
   auto shortfall = short_now(s, r);
@@ -460,8 +475,7 @@ caf::behavior governor(self_ptr self, governor_options opts, host_budget b, std:
   s.opts = std::move(opts);
   s.total = budget{b.memory_bytes, b.cpus, b.agents, b.pids};
   s.broken = std::move(broken);
-  if (const auto& m = s.opts.metrics)
-    m->budget(s.total);
+  publish_budget(s);
   publish(s);
   self->set_exit_handler([self](caf::exit_msg& m) {
     answer_queue_draining(self);
@@ -489,6 +503,33 @@ caf::behavior governor(self_ptr self, governor_options opts, host_budget b, std:
     [self](deadline_atom, uint64_t ticket) { on_deadline(self, ticket); },
     [self](evict_timeout_atom, uint64_t ticket) { on_evict_timeout(self, ticket); },
     [self](tick_atom) { on_tick(self); },
+    [self](pressure_atom, uint64_t memory_bytes, uint32_t duration_ms) -> caf::result<void> {
+      auto& s = self->state;
+      if (!s.opts.allow_faults)
+        return make_error(errc::bad_request, "governor: faults are off (agents.allow_faults)");
+      if (!s.budget_before_pressure)
+        s.budget_before_pressure = s.total.memory_bytes;
+      spdlog::warn("governor: chaos: memory budget {} for {} ms (was {})",
+                   bytes_text(memory_bytes), duration_ms, bytes_text(*s.budget_before_pressure));
+      s.total.memory_bytes = memory_bytes;
+      if (const auto& m = s.opts.metrics)
+        m->fault_injected(metrics::fault_kind::governor_pressure);
+      self->delayed_send(self, ms{duration_ms}, pressure_over_atom::value, ++s.pressure_ticket);
+      publish_budget(s);
+      check_pressure(self);
+      return caf::unit;
+    },
+    [self](pressure_over_atom, uint64_t ticket) {
+      auto& s = self->state;
+      if (ticket != s.pressure_ticket || !s.budget_before_pressure)
+        return; // a later pressure fault owns the budget now
+      s.total.memory_bytes = *s.budget_before_pressure;
+      s.budget_before_pressure.reset();
+      spdlog::info("governor: chaos: memory budget restored to {}", bytes_text(s.total.memory_bytes));
+      publish_budget(s);
+      drain_queue(self);
+      publish(s);
+    },
   };
 }
 
@@ -498,6 +539,7 @@ governor_options make_governor_options(const config& cfg) {
   governor_options o;
   o.host = cfg.host;
   o.max_queued = cfg.host.max_queued;
+  o.allow_faults = cfg.agents.allow_faults;
   return o;
 }
 

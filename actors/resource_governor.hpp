@@ -17,6 +17,10 @@
 ///   agent_oom                     an OOM kill (vm_actor); counted.
 ///   (get_atom)                    -> governor_state
 ///   (attach_atom, caf::actor)     the spawner to send evict_request to.
+///   (pressure_atom, uint64_t memory_bytes, uint32_t ms) -> caf::unit
+///       chaos: the memory budget is memory_bytes for ms, then restored;
+///       evictions and refusals follow as for real pressure. Needs
+///       allow_faults (else bad_request).
 ///   (shutdown_atom)               answers every queued request with
 ///       errc::draining and quits; so does an exit message (except kill,
 ///       which CAF does not let an actor trap).
@@ -45,6 +49,8 @@ struct governor_options {
   /// Where /proc is: meminfo, stat and sys/kernel are read below it (tests
   /// point it at a directory they write).
   std::string proc_root = "/proc";
+  /// Chaos pressure faults are obeyed (agents.allow_faults).
+  bool allow_faults = false;
   /// Null: no metrics.
   std::shared_ptr<metrics::metrics> metrics;
 };

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <deque>
 #include <map>
 #include <memory>
@@ -122,6 +123,8 @@ struct spawner_state {
   std::map<std::string, agent_info> stopped_info;
   bool draining = false;
   std::optional<caf::error> escalation;
+  /// Told every agent_event (chaos runs).
+  std::vector<caf::actor> observers;
   uint64_t calls_received = 0;
   uint64_t calls_answered = 0;
 
@@ -345,6 +348,26 @@ void flush_queue(self_ptr self, child& c) {
 
 void begin_spawn(self_ptr self, child& c);
 void child_down(self_ptr self, child& c, const down_info& d);
+
+/// Tells the observers about an assigned child (pool members are internal).
+void notify(self_ptr self, const child& c, agent_event_kind kind, std::string reason = {},
+            std::string detail = {}) {
+  auto& st = self->state;
+  if (st.observers.empty() || c.pooled)
+    return;
+  agent_event ev{c.id,
+                 c.machine(),
+                 kind,
+                 std::move(reason),
+                 std::move(detail),
+                 c.restarts,
+                 c.failures,
+                 std::chrono::duration_cast<std::chrono::nanoseconds>(
+                   clock_type::now().time_since_epoch())
+                   .count()};
+  for (auto& o : st.observers)
+    self->send(o, ev);
+}
 void fill_pool(self_ptr self);
 
 child& add_child(self_ptr self, std::string name, vm_options opts, restart_type restart,
@@ -541,6 +564,7 @@ bool adopt_pool_member(self_ptr self, child& c) {
   c.ph = phase::ready;
   c.ready_since = clock_type::now();
   log::agent(c.id).info("restarted on pool machine {}", c.machine());
+  notify(self, c, agent_event_kind::ready);
   flush_queue(self, c);
   fill_pool(self);
   return true;
@@ -725,6 +749,7 @@ void decide(self_ptr self, child& c, const down_info& d) {
 /// removal, its group or the strategy decide.
 void child_down(self_ptr self, child& c, const down_info& d) {
   c.actor = nullptr;
+  notify(self, c, agent_event_kind::down, std::string{to_string(d.reason)}, d.detail);
   if (c.pooled)
     note_pool(self);
   release_grant(self, c);
@@ -751,6 +776,7 @@ void child_down(self_ptr self, child& c, const down_info& d) {
 
 void on_down(self_ptr self, caf::down_msg& dm) {
   auto& st = self->state;
+  std::erase_if(st.observers, [&](const caf::actor& o) { return o.address() == dm.source; });
   if (auto* c = find_by_actor(self, dm.source)) {
     // The vm_actor logged the down itself; the spawner logs its decision.
     child_down(self, *c, down_info_from(dm.reason, c->id));
@@ -779,6 +805,7 @@ void on_ready(self_ptr self, const agent_ready& r) {
   for (auto& rp : c->start_waiters)
     rp.deliver(info);
   c->start_waiters.clear();
+  notify(self, *c, agent_event_kind::ready);
   flush_queue(self, *c);
 }
 
@@ -945,6 +972,22 @@ caf::result<tool_result> on_fault(self_ptr self, const std::string& id, fault_re
     return make_error(errc::not_found, "no agent " + id);
   if (c->ph != phase::ready)
     return make_error(errc::draining, "agent " + id + " is not ready");
+  // Host-side faults: real signals from the backend (kill, hang) or a lossy
+  // channel in the vm_actor (partition); the guest plays no part, so the
+  // spawner checks allow_faults itself.
+  if (f.kind == "kill" || f.kind == "hang" || f.kind == "partition") {
+    const auto& st = self->state;
+    if (!st.opts.defaults.allow_faults)
+      return make_error(errc::bad_request, "agent " + id + ": faults are off (agents.allow_faults)");
+    if (f.kind == "partition")
+      self->send(c->actor, partition_atom::value, f.ms);
+    else
+      self->send(st.ctx.backend, signal_atom::value, c->machine(),
+                 int32_t{f.kind == "kill" ? SIGKILL : SIGSTOP});
+    if (auto& m = st.ctx.metrics)
+      m->fault_injected(metrics::fault_kind_from(f.kind));
+    return tool_result{};
+  }
   auto rp = self->make_response_promise<tool_result>();
   // Reporting faults (cpu_hog) answer after f.ms; the others at once.
   auto timeout = milliseconds(uint64_t{f.ms} + c->opts.call_timeout_ms) + call_margin;
@@ -1016,6 +1059,10 @@ caf::behavior spawner(self_ptr self, spawner_context ctx, spawner_options opts) 
     [self](stop_atom, std::string& id) { return on_stop(self, id); },
     [self](fault_atom, std::string& id, fault_request& f) { return on_fault(self, id, f); },
     [self](evict_request& ev) { return on_evict(self, ev); },
+    [self](observe_atom, caf::actor& observer) {
+      self->monitor(observer); // its down_msg finds no child: harmless
+      self->state.observers.push_back(std::move(observer));
+    },
     [self](shutdown_atom) { return on_shutdown(self); },
     [self](const agent_ready& r) { on_ready(self, r); },
     [self](const agent_oom& oom) {

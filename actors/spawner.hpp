@@ -21,7 +21,12 @@
 ///       fault forwarded to the agent's vm_actor, whose answer is the answer
 ///       (the guest obeys only with agents.allow_faults); not_found if
 ///       unknown, draining while it has no ready machine. Not a tool call:
-///       never queued, retried or counted by calls_atom.
+///       never queued, retried or counted by calls_atom. Three kinds happen
+///       on the host and are answered at once: `kill` (SIGKILL from the
+///       backend), `hang` (SIGSTOP) and `partition` (the vm_actor's channel
+///       loses every line for f.ms); they need agents.allow_faults.
+///   (observe_atom, caf::actor)    the actor is told an agent_event for
+///       every assigned child's down and every (re)start serving.
 ///   evict_request                 (from the governor) stop that agent with
 ///       reason evicted; it is restarted per its restart type.
 ///   (shutdown_atom)               -> caf::unit once every child is stopped,

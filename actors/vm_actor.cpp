@@ -74,6 +74,8 @@ struct vm_data {
   /// The first reason to end the machine. Unset when it died by itself:
   /// agent_exited then says why.
   std::optional<down_info> cause;
+  /// Chaos: until then the channel drops every line, both ways.
+  std::optional<clock_type::time_point> partitioned_until;
   /// When the last heartbeat arrived, for the heartbeat lag.
   std::optional<clock_type::time_point> last_beat;
   metrics::agent_series series;
@@ -195,6 +197,23 @@ uint32_t timeout_of(const vm_data& st, const tool_call& c) {
   return c.timeout_ms ? c.timeout_ms : st.opts.call_timeout_ms;
 }
 
+/// A chaos partition is on: lines to and from the guest are lost.
+bool partitioned(vm_data& st) {
+  if (!st.partitioned_until)
+    return false;
+  if (clock_type::now() < *st.partitioned_until)
+    return true;
+  log::agent(st.id).info("chaos: partition over");
+  st.partitioned_until.reset();
+  return false;
+}
+
+/// Writes a line to the guest unless a partition loses it.
+void to_guest(vm_data& st, std::string line) {
+  if (!partitioned(st))
+    st.ctx.io->write(st.channel, std::move(line));
+}
+
 /// Sends queued calls to the guest while the bound on calls in flight allows.
 void dispatch(self_ptr self) {
   auto& st = self->state;
@@ -207,7 +226,7 @@ void dispatch(self_ptr self) {
              metrics::call_outcome::refused);
       continue;
     }
-    st.ctx.io->write(st.channel, std::move(out->line));
+    to_guest(st, std::move(out->line));
     self->delayed_send(self, ms(timeout_of(st, c.call)), call_timeout_atom::value, out->id);
     st.in_flight.emplace(out->id, std::move(c));
   }
@@ -245,7 +264,7 @@ void send_fault(self_ptr self, fault_request& f, caf::response_promise rp) {
     g.what = *what;
   }
   auto out = st.session.fault(g);
-  st.ctx.io->write(st.channel, std::move(out.line));
+  to_guest(st, std::move(out.line));
   log::agent(st.id).warn("fault injected: {}", f.kind);
   if (auto& m = st.ctx.metrics)
     m->fault_injected(metrics::fault_kind_from(f.kind));
@@ -334,6 +353,8 @@ void on_line(self_ptr self, io::stream_line& m) {
   auto& st = self->state;
   if (st.session.failed())
     return; // acted on the first protocol error already
+  if (partitioned(st))
+    return; // lost on the way: the watchdog sees silence
   st.last_line = clock_type::now();
   auto ev = st.session.on_line(m.line);
   if (!ev)
@@ -467,6 +488,11 @@ caf::message_handler common(self_ptr self) {
     [=](call_timeout_atom, uint64_t id) { on_call_timeout(self, id); },
     [=](kill_atom, down_reason r, std::string& detail) {
       fail(self, make_down(self->state, r, std::move(detail)));
+    },
+    [=](partition_atom, uint32_t duration_ms) {
+      auto& st = self->state;
+      log::agent(st.id).warn("chaos: partition for {} ms", duration_ms);
+      st.partitioned_until = clock_type::now() + ms(duration_ms);
     },
     [=](io::io_failed& m) {
       log::agent(self->state.id).warn("I/O command {} failed: {}", m.id, m.what);

@@ -18,6 +18,9 @@
 ///       garbage) are answered by the guest's result; the others (exit,
 ///       abort, oom) end the guest and are answered at once (ok) once sent.
 ///       An unknown kind: bad_request.
+///   (partition_atom, uint32_t ms)   chaos: for ms, every line to and from
+///       the guest is lost (calls then time out; a partition longer than
+///       hang_timeout_ms ends the agent as hung).
 ///   (kill_atom, down_reason, std::string detail)
 ///                                   kill the machine now; the actor ends
 ///       with that reason (the spawner's eviction, chaos runs).

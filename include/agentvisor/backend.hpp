@@ -35,6 +35,8 @@ using spawn_atom = caf::atom_constant<caf::atom("spawn")>;
 using kill_atom = caf::atom_constant<caf::atom("kill")>;
 using stop_atom = caf::atom_constant<caf::atom("stop")>;
 using usage_atom = caf::atom_constant<caf::atom("usage")>;
+using signal_atom = caf::atom_constant<caf::atom("signal")>;
+using spawn_fault_atom = caf::atom_constant<caf::atom("spawnfault")>;
 
 /// What to start. Limits are already resolved (defaults applied).
 struct agent_spec {
@@ -87,6 +89,18 @@ struct agent_usage {
   uint64_t oom_kills = 0;
 };
 
+/// Chaos: the backend's next `count` spawns fail (`fail`) or start only
+/// after `delay_ms`. Honoured only when the backend allows faults.
+struct spawn_fault {
+  uint32_t count = 1;
+  bool fail = true;
+  uint32_t delay_ms = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, spawn_fault& x) {
+  return f(caf::meta::type_name("spawn_fault"), x.count, x.fail, x.delay_ms);
+}
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, agent_spec& x) {
   return f(caf::meta::type_name("agent_spec"), x.id, x.memory_bytes, x.pids,
@@ -117,10 +131,16 @@ typename Inspector::result_type inspect(Inspector& f, agent_usage& x) {
 /// then kill it. kill: SIGKILL now. Both are answered by agent_exited to
 /// the owner, never by a reply.
 /// usage: the agent's current resource usage.
+/// signal (chaos): send the agent's guest this signal (SIGKILL, SIGSTOP);
+/// an unknown agent is ignored. spawn_fault (chaos): arm a spawn fault;
+/// answers the number of spawns now armed, or an error when the backend
+/// does not allow faults (agents.allow_faults).
 using backend_actor = caf::typed_actor<
   caf::replies_to<spawn_atom, agent_spec, caf::actor>::with<agent_started>,
   caf::reacts_to<stop_atom, std::string, uint32_t>,
   caf::reacts_to<kill_atom, std::string>,
-  caf::replies_to<usage_atom, std::string>::with<agent_usage>>;
+  caf::replies_to<usage_atom, std::string>::with<agent_usage>,
+  caf::reacts_to<signal_atom, std::string, int32_t>,
+  caf::replies_to<spawn_fault_atom, spawn_fault>::with<uint32_t>>;
 
 } // namespace agentvisor

@@ -30,8 +30,10 @@ enum class fault_kind : uint8_t {
   oom,               ///< the guest allocates past its limit: down `oom` (kernel OOM kill)
   partition,         ///< the channel drops/delays lines for duration_ms: down `hung`
                      ///< when duration_ms > the hang timeout, else the agent survives
-  spawn_failure,     ///< the backend fails the next spawn(s): a restart ends `spawn_failed`
-  slow_spawn,        ///< the backend delays the next spawn by duration_ms: survives
+  spawn_failure,     ///< the backend fails the next spawn, the target is killed to make
+                     ///< that spawn: its restart ends `spawn_failed`
+  slow_spawn,        ///< the backend delays the next spawn by duration_ms, the target
+                     ///< is killed to make that spawn: down `crashed`, slow recovery
   cpu_hog,           ///< the guest burns CPU for duration_ms: survives (cpu weight)
   disk_fill,         ///< the guest fills its workspace: survives (the cap holds)
   fork_bomb,         ///< the guest forks without end: survives (the pids limit holds)

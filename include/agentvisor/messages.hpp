@@ -54,6 +54,10 @@ using release_atom = caf::atom_constant<caf::atom("release")>;
 using evict_atom = caf::atom_constant<caf::atom("evict")>;
 using attach_atom = caf::atom_constant<caf::atom("attach")>;
 using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
+/// Chaos hooks and observers (docs/chaos.md).
+using observe_atom = caf::atom_constant<caf::atom("observe")>;
+using partition_atom = caf::atom_constant<caf::atom("partition")>;
+using pressure_atom = caf::atom_constant<caf::atom("pressure")>;
 
 // --- errors as values -------------------------------------------------------
 
@@ -306,7 +310,34 @@ struct evict_request {
   std::string why;
 };
 
+// --- observers (chaos runs) ------------------------------------------------
+
+enum class agent_event_kind : uint8_t { down, ready };
+
+/// spawner -> observers (observe_atom): a child's machine went down, or the
+/// child serves (again) on a ready machine. Times are steady_clock
+/// nanoseconds, taken when the spawner learnt it.
+struct agent_event {
+  std::string agent_id;
+  std::string machine;
+  agent_event_kind kind = agent_event_kind::down;
+  /// down: the down_reason's name, and its detail.
+  std::string reason;
+  std::string detail;
+  /// ready: the restarts so far and the consecutive failures the backoff
+  /// before this restart used (0 on a first start).
+  uint32_t restarts = 0;
+  uint32_t failures = 0;
+  int64_t at_ns = 0;
+};
+
 // --- inspect ------------------------------------------------------------------
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, agent_event& x) {
+  return f(caf::meta::type_name("agent_event"), x.agent_id, x.machine, x.kind, x.reason,
+           x.detail, x.restarts, x.failures, x.at_ns);
+}
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, down_info& x) {

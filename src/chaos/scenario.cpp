@@ -520,7 +520,8 @@ std::vector<std::string> expected_reasons(fault_kind k, uint32_t duration_ms,
         return {"hung"};
       return {};
     case fault_kind::spawn_failure: return {"spawn_failed"};
-    case fault_kind::slow_spawn:
+    // The trigger is a SIGKILL: the delay shows in the recovery time.
+    case fault_kind::slow_spawn: return {"crashed"};
     case fault_kind::cpu_hog:
     case fault_kind::disk_fill:
     case fault_kind::fork_bomb:

@@ -28,6 +28,19 @@ int run_supervisor(const supervisor_options& opts);
 int run_config_check(const std::string& file);
 int run_config_defaults();
 
+struct chaos_run_options {
+  std::string scenario;
+  std::optional<uint64_t> seed; ///< none: a random seed, printed
+  std::string report_dir;       ///< empty: no report files
+  std::string api_url;          ///< a running supervisor (not built yet)
+  std::string token_file;
+};
+
+/// `agentvisor chaos run`: exit_ok when every invariant held, exit_failure
+/// when one did not (or the run could not start), exit_usage on a bad
+/// scenario.
+int run_chaos(const chaos_run_options& opts);
+
 /// Prints "agentvisor <what>: not built yet" and returns exit_not_built.
 int not_built_yet(const std::string& what);
 

@@ -66,15 +66,19 @@ int main(int argc, char** argv) {
   // chaos
   auto* chaos = app.add_subcommand("chaos", "Run chaos scenarios against sandboxes");
   chaos->require_subcommand(1);
-  std::string scenario, report_dir, api_url, chaos_token;
+  chaos_run_options ch;
   uint64_t seed = 0;
   auto* chaos_run = chaos->add_subcommand("run", "Run a scenario file");
-  chaos_run->add_option("scenario", scenario, "Scenario JSON file")->required();
-  chaos_run->add_option("--seed", seed, "Random seed (same seed, same faults)");
-  chaos_run->add_option("--report", report_dir, "Directory for report.json and report.html");
-  chaos_run->add_option("--api", api_url, "Run against a running supervisor at this URL");
-  chaos_run->add_option("--token-file", chaos_token, "Token file for --api");
-  chaos_run->callback([&] { rc = not_built_yet("chaos run"); });
+  chaos_run->add_option("scenario", ch.scenario, "Scenario JSON file")->required();
+  auto* seed_opt = chaos_run->add_option("--seed", seed, "Random seed (same seed, same faults)");
+  chaos_run->add_option("--report", ch.report_dir, "Directory for report.json and report.html");
+  chaos_run->add_option("--api", ch.api_url, "Run against a running supervisor at this URL");
+  chaos_run->add_option("--token-file", ch.token_file, "Token file for --api");
+  chaos_run->callback([&] {
+    if (seed_opt->count() > 0)
+      ch.seed = seed;
+    rc = run_chaos(ch);
+  });
 
   // bench
   auto* bench = app.add_subcommand(

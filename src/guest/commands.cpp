@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 
 extern char** environ;
 
@@ -151,11 +152,23 @@ status command_table::start(uint64_t id, const workspace& ws, const tool_args& a
   // namespaces and some hosts (this CI's) do not grant, and the guest cannot
   // write its own entry at all (set-uid made it non-dumpable). A process
   // the command forks before the write lands keeps 0.
+  // posix_spawn returns once the child released our memory in exec, a
+  // moment before the kernel makes it dumpable (its /proc entry ours to
+  // write): under load that moment shows as EACCES, so retry briefly.
   {
     auto path = "/proc/" + std::to_string(c->pid) + "/oom_score_adj";
-    if (int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC); fd >= 0) {
-      (void) !::write(fd, "500", 3);
-      ::close(fd);
+    auto until = steady::now() + std::chrono::milliseconds(20);
+    for (;;) {
+      int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+      if (fd >= 0) {
+        (void) !::write(fd, "500", 3);
+        ::close(fd);
+        break;
+      }
+      if ((errno != EACCES && errno != EPERM) || steady::now() >= until)
+        break;
+      timespec nap{0, 50'000};
+      ::nanosleep(&nap, nullptr);
     }
   }
   c->id = id;

@@ -27,6 +27,12 @@ void fault_abort() {
 }
 
 void fault_oom() {
+  // Pin the guest's own code and data first: otherwise, near the limit, the
+  // kernel keeps reclaiming and re-reading them (no swap takes the anonymous
+  // pages), and the guest thrashes for seconds before the OOM kill, long
+  // enough for the watchdog to call it hung. Best effort: RLIMIT_MEMLOCK
+  // may be too small, and then it thrashes a little longer.
+  (void) ::mlockall(MCL_CURRENT);
   std::size_t chunk = std::size_t{64} << 20;
   std::size_t total = 0;
   const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));

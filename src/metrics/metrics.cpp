@@ -199,7 +199,8 @@ struct metrics::families {
       agent_series_dropped(prometheus::BuildCounter()
                              .Name("agentvisor_agent_series_dropped_total")
                              .Help("Agents that got no per-agent series: "
-                                   "metrics.max_agent_series was reached.")
+                                   "metrics.max_agent_series was reached, or a live "
+                                   "agent already had series under that id.")
                              .Register(r)) {
     for (std::size_t s = 0; s < vm_state_count; ++s)
       state_gauges[s] = &agents.Add({{"state", str(state_names[s])}});
@@ -342,7 +343,10 @@ void metrics::oom_kill() noexcept {
 void metrics::tool_call(tool t, call_outcome o, std::chrono::nanoseconds took) noexcept {
   auto ti = idx<tool, tool_count>(t);
   f_->call_counters[ti][idx<call_outcome, call_outcome_count>(o)]->Increment();
-  f_->call_hist[ti]->Observe(seconds(took));
+  // A refusal never reached the guest: its "latency" would only drag the
+  // quantiles down.
+  if (o != call_outcome::refused)
+    f_->call_hist[ti]->Observe(seconds(took));
 }
 
 void metrics::heartbeat_lag(std::chrono::nanoseconds lag) noexcept {

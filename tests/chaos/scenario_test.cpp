@@ -72,7 +72,8 @@ TEST_CASE("expected down reasons per kind") {
   // A partition hangs its agent only when it outlasts the timeout by a beat.
   CHECK(expected_reasons(fault_kind::partition, 1100, 100, 1000) == v{"hung"});
   CHECK(expected_reasons(fault_kind::partition, 500, 100, 1000).empty());
-  for (auto k : {fault_kind::slow_spawn, fault_kind::cpu_hog, fault_kind::disk_fill,
+  CHECK(expected_reasons(fault_kind::slow_spawn, 5000, 100, 1000) == v{"crashed"});
+  for (auto k : {fault_kind::cpu_hog, fault_kind::disk_fill,
                  fault_kind::fork_bomb, fault_kind::governor_pressure})
     CHECK(expected_reasons(k, 5000, 100, 1000).empty());
 }
@@ -301,7 +302,7 @@ TEST_CASE("scenarios/smoke.json: every kind on a schedule, 4 agents, under a min
   auto cfg = parse_config(s.supervisor_json);
   REQUIRE(cfg.has_value());
   CHECK(cfg->agents.heartbeat_ms == 100);
-  CHECK(cfg->agents.hang_timeout_ms == 1000);
+  CHECK(cfg->agents.hang_timeout_ms <= 3000);
   CHECK(cfg->agents.allow_faults);
   CHECK(cfg->supervision.max_backoff_ms <= 1000);
   // Both outcomes of a partition are exercised.

@@ -43,8 +43,9 @@ stderr_is_one_line "bad flag"; stderr_has "bad flag" no-such-flag
 expect "chaos run without a file" 2 "$bin" chaos run
 stderr_is_one_line "chaos run without a file"
 
-expect "chaos not built" 3 "$bin" chaos run x.json
-stderr_has "chaos not built" "not built yet"
+expect "chaos run, missing scenario file" 2 "$bin" chaos run x.json
+stderr_has "chaos run, missing scenario file" "x.json"
+stderr_is_one_line "chaos run, missing scenario file"
 for sub in "bench concurrent"; do
   # shellcheck disable=SC2086
   expect "$sub --help" 0 "$bin" $sub --help

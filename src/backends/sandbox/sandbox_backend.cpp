@@ -255,10 +255,14 @@ std::string describe(const prepared_host& host) {
 
 namespace {
 
+/// A spawn held back by a slow_spawn fault, then started.
+using delayed_spawn_atom = caf::atom_constant<caf::atom("dlyspawn")>;
+
 using sandbox_actor = backend_actor::extend<
   caf::reacts_to<io::stream_line>, caf::reacts_to<io::stream_closed>,
   caf::reacts_to<io::process_exited>, caf::reacts_to<io::fd_ready>,
-  caf::reacts_to<io::timer_fired>, caf::reacts_to<io::io_failed>>;
+  caf::reacts_to<io::timer_fired>, caf::reacts_to<io::io_failed>,
+  caf::reacts_to<delayed_spawn_atom, uint64_t>>;
 
 struct agent_rec {
   std::string id;
@@ -315,6 +319,9 @@ struct backend_state {
   io::handle_id template_watch = 0;
   /// Owners this actor monitors: an owner that dies takes its agents with it.
   std::set<caf::actor_addr> monitored;
+  /// Chaos: spawns still to fail or delay, and the spawns being delayed.
+  spawn_fault armed{0, true, 0};
+  std::map<uint64_t, queued_spawn> delayed;
   static inline const char* name = "sandbox_backend";
 
   backend_state() = default;
@@ -661,13 +668,56 @@ sandbox_actor::behavior_type running(self_ptr self) {
       // Once a promise exists it owns the response: errors go through it
       // too (a returned error would reach nobody).
       auto rp = self->make_response_promise<agent_started>();
-      if (self->state.pending.size() >= max_spawns_in_flight) {
-        self->state.queued.push_back(queued_spawn{std::move(spec), std::move(owner), rp});
+      auto& st = self->state;
+      if (st.armed.count > 0) {
+        --st.armed.count;
+        if (st.armed.fail) {
+          log::agent(spec.id).warn("chaos: spawn failure injected");
+          rp.deliver(backend_error("agent " + spec.id + ": spawn failure injected (chaos)"));
+          return rp;
+        }
+        log::agent(spec.id).warn("chaos: spawn delayed by {} ms", st.armed.delay_ms);
+        auto ticket = ++st.next_req;
+        st.delayed.emplace(ticket, queued_spawn{std::move(spec), std::move(owner), rp});
+        self->delayed_send(self, std::chrono::milliseconds(st.armed.delay_ms),
+                           delayed_spawn_atom::value, ticket);
+        return rp;
+      }
+      if (st.pending.size() >= max_spawns_in_flight) {
+        st.queued.push_back(queued_spawn{std::move(spec), std::move(owner), rp});
         return rp;
       }
       if (auto err = begin_spawn(self, spec, owner, rp))
         rp.deliver(std::move(err));
       return rp;
+    },
+    [=](delayed_spawn_atom, uint64_t ticket) {
+      auto& st = self->state;
+      auto it = st.delayed.find(ticket);
+      if (it == st.delayed.end())
+        return;
+      auto q = std::move(it->second);
+      st.delayed.erase(it);
+      if (st.pending.size() >= max_spawns_in_flight) {
+        st.queued.push_back(std::move(q));
+        return;
+      }
+      if (auto err = begin_spawn(self, q.spec, q.owner, q.rp))
+        q.rp.deliver(std::move(err));
+    },
+    [=](signal_atom, std::string& id, int32_t sig) {
+      auto& st = self->state;
+      if (auto it = st.agents.find(id); it != st.agents.end() && it->second.proc_watch) {
+        log::agent(id).warn("chaos: signal {} ({})", sig, strsignal(sig));
+        st.io->kill(it->second.proc_watch, sig);
+      }
+    },
+    [=](spawn_fault_atom, spawn_fault& f) -> caf::result<uint32_t> {
+      auto& st = self->state;
+      if (!st.host->opts.allow_faults)
+        return backend_error("spawn faults are off: set agents.allow_faults");
+      st.armed = f;
+      return st.armed.count;
     },
     [=](stop_atom, std::string& id, uint32_t grace_ms) {
       auto& st = self->state;

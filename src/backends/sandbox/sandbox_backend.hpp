@@ -26,6 +26,8 @@ struct backend_options {
   bool keep_workspaces = false;
   uint32_t uid = 20000;
   uint32_t gid = 20000;
+  /// Chaos runs may arm spawn faults (agents.allow_faults).
+  bool allow_faults = false;
 };
 
 /// The host side, made ready before any actor asks for a spawn: cgroups
