@@ -92,11 +92,18 @@ std::string reasons_text(const std::vector<std::string>& reasons) {
   return out;
 }
 
-// Whether a later fault on the same agent was injected before `t`: a down
-// at `t` is then that fault's doing, not this one's.
-bool later_fault_before(const run_log& log, const fault_record& r, double t) {
+// Whether a later fault explains a down at `t`: one on the same agent
+// injected before `t`, or host memory pressure (no target: it evicts whom
+// the governor picks) injected before an `evicted` down.
+bool later_fault_before(const run_log& log, const fault_record& r, double t,
+                        const std::string& reason) {
   for (const auto& o : log.faults) {
-    if (&o == &r || o.skipped || o.agent_id != r.agent_id)
+    if (&o == &r || o.skipped)
+      continue;
+    if (o.fault.kind == fault_kind::governor_pressure && reason == "evicted"
+        && o.injected_s >= r.injected_s && o.injected_s <= t)
+      return true;
+    if (o.agent_id != r.agent_id)
       continue;
     if (o.injected_s > r.injected_s && o.injected_s <= t)
       return true;
@@ -138,7 +145,7 @@ invariant_result faults_observed(const scenario& s, const run_log& log) {
       continue;
     double window_end = r.injected_s + r.fault.duration_ms / 1000.0 + detect_s;
     double t = *r.detected_s;
-    if (t <= window_end && !later_fault_before(log, r, t))
+    if (t <= window_end && !later_fault_before(log, r, t, *r.down_reason))
       v.add(fault_name(r) + ": expected to survive, went down \"" + *r.down_reason
             + "\" " + ms(t - r.injected_s) + " after injection");
   }

@@ -95,6 +95,17 @@ TEST_CASE("faults_observed: a fault expecting survival must not take its agent d
     log.restarts.push_back({"a-3", 8.5, 8.9, 0});
     CHECK(find(check(test_scenario(), log), "faults_observed").passed);
   }
+  SUBCASE("unless host memory pressure came before an evicted down") {
+    log.faults[2].down_reason = "evicted";
+    log.faults.push_back(chaos_test::fault(6, fault_kind::governor_pressure, "", 8.2));
+    log.restarts.push_back({"a-3", 8.5, 8.9, 0});
+    CHECK(find(check(test_scenario(), log), "faults_observed").passed);
+  }
+  SUBCASE("but pressure does not excuse a down of another reason") {
+    log.faults.push_back(chaos_test::fault(6, fault_kind::governor_pressure, "", 8.2));
+    log.restarts.push_back({"a-3", 8.5, 8.9, 0});
+    CHECK_FALSE(find(check(test_scenario(), log), "faults_observed").passed);
+  }
   SUBCASE("nor after its window") {
     log.faults[2].detected_s = 8.0 + 1.0 + 2.0 + 0.5;
     CHECK(find(check(test_scenario(), log), "faults_observed").passed);
