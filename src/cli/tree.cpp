@@ -137,19 +137,12 @@ result<std::unique_ptr<supervisor_tree>> supervisor_tree::start(const config& cf
     return error{"backend " + std::string{to_string(cfg.backend)}
                  + ": not built yet (use \"sandbox\")"};
   raise_fd_limit();
-  // Host preparation blocks (instance lock, stale cgroups, template start):
-  // it happens before any actor runs.
-  auto host = sandbox::prepare_host(backend_options_from(cfg));
-  if (!host)
-    return error{"cannot prepare the sandbox backend: " + host.err().message};
-  spdlog::info("{}", sandbox::describe(**host));
   if (!listen) {
     auto hp = parse_host_port(cfg.api.listen);
     if (!hp)
       return error{"api.listen: " + hp.err().message};
     listen = *hp;
   }
-
   std::unique_ptr<supervisor_tree> t{new supervisor_tree()};
   if (std::string err; !t->io_.start(&err))
     return error{"cannot start the I/O thread: " + err};
@@ -160,6 +153,14 @@ result<std::unique_ptr<supervisor_tree>> supervisor_tree::start(const config& cf
   spdlog::info("API token {} {}", token->generated ? "generated in" : "read from", token->path);
   t->token_ = token->value;
   t->host_ = listen->host;
+  // Host preparation blocks (instance lock, stale cgroups, template start):
+  // it happens before any actor runs, and last of the steps that can fail
+  // here: from the backend's spawn on, the backend owns (and on any end
+  // removes) what it prepared.
+  auto host = sandbox::prepare_host(backend_options_from(cfg));
+  if (!host)
+    return error{"cannot prepare the sandbox backend: " + host.err().message};
+  spdlog::info("{}", sandbox::describe(**host));
 
   // One registry for the whole supervisor; the actors share it (its
   // series are atomics), the api actor serializes it on GET /metrics.
