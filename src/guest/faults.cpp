@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -139,6 +140,15 @@ uint64_t now_ms() {
 
 [[noreturn]] void fork_bomb_child(int fd) {
   ::setpgid(0, 0);
+  // If memory runs out before pids.max does (large processes: a sanitizer
+  // build), the OOM killer must pick the bomb, not the guest. Raising one's
+  // own score needs no privilege, but the entry of a process forked from
+  // the set-uid guest is root's until it is dumpable again.
+  ::prctl(PR_SET_DUMPABLE, 1);
+  if (int adj = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC); adj >= 0) {
+    (void) !::write(adj, "1000", 4);
+    ::close(adj);
+  }
   unsigned long long forked = 0;
   int err = 0;
   while (true) {

@@ -351,6 +351,29 @@ TEST_CASE("healthz answers 200 without a token; metrics is a clear 404 (stand-in
   CHECK(head.ends_with("\r\n\r\n")); // no body
 }
 
+TEST_CASE("metrics.require_token: /metrics needs the token; served without it by default "
+          "(stand-in spawner)") {
+  auto reg = std::make_shared<metrics::metrics>(metrics_config{});
+  SUBCASE("by default, no token") {
+    fixture f{[&](api_options& o) { o.metrics = reg; }};
+    auto m = http(f, "GET", "/metrics", std::nullopt, std::nullopt);
+    CHECK(m.status == 200);
+    CHECK(contains(m.body, "# TYPE agentvisor_spawns_total counter"));
+  }
+  SUBCASE("require_token") {
+    fixture f{[&](api_options& o) {
+      o.metrics = reg;
+      o.metrics_require_token = true;
+    }};
+    CHECK(http(f, "GET", "/metrics", std::nullopt, std::nullopt).status == 401);
+    CHECK(http(f, "GET", "/metrics", std::nullopt, "wrong").status == 401);
+    auto m = http(f, "GET", "/metrics");
+    CHECK(m.status == 200);
+    CHECK(contains(m.body, "agentvisor_spawns_total"));
+    CHECK(http(f, "POST", "/metrics", "{}").status == 405);
+  }
+}
+
 TEST_CASE("a missing or wrong token is 401 with WWW-Authenticate (stand-in spawner)") {
   fixture f;
   auto none = http(f, "GET", "/v1/agents", std::nullopt, std::nullopt);
