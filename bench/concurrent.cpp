@@ -467,13 +467,7 @@ int run_concurrent(const concurrent_options& o) {
     std::fprintf(stderr, "agentvisor bench concurrent: %s; skipping\n", why->c_str());
     return exit_skipped;
   }
-  struct sigaction sa{};
-  sa.sa_handler = on_stop;
-  ::sigaction(SIGINT, &sa, nullptr);
-  ::sigaction(SIGTERM, &sa, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
-  raise_fd_limit();
-  log::init(log_level::error, log_format::plain);
+  prepare_process(on_stop);
 
   auto started = iso8601_utc_now();
   auto cpu_start = sample_cpu();

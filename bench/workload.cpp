@@ -5,7 +5,9 @@
 #include "cgroup.hpp"
 
 #include "agentvisor/json.hpp"
+#include "agentvisor/log.hpp"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <stdexcept>
@@ -13,6 +15,16 @@
 namespace agentvisor::bench {
 
 using namespace std::chrono_literals;
+
+void prepare_process(void (*on_stop)(int)) {
+  struct sigaction sa{};
+  sa.sa_handler = on_stop;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  raise_fd_limit();
+  log::init(log_level::error, log_format::plain);
+}
 
 std::optional<std::string> sandboxes_unavailable() {
   if (::geteuid() != 0)

@@ -13,6 +13,11 @@ namespace agentvisor::bench {
 /// Why sandboxes cannot run here (not root, no usable cgroups), or nothing.
 std::optional<std::string> sandboxes_unavailable();
 
+/// A benchmark command's process set-up: SIGINT/SIGTERM to `on_stop` (no
+/// SA_RESTART), SIGPIPE ignored, the fd limit raised, logging at errors only
+/// (agents stop by the hundred, on purpose).
+void prepare_process(void (*on_stop)(int));
+
 /// A tool call through the spawner, as the API makes it. Throws naming the
 /// agent, the tool and the error.
 tool_result call_tool(caf::scoped_actor& self, const caf::actor& sp, const std::string& agent,
