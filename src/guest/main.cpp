@@ -5,11 +5,14 @@
 #include "agent.hpp"
 
 #include "template.hpp"
+#include "vm_init.hpp"
 
 #include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <string_view>
+
+#include <unistd.h>
 
 #ifndef AGENTVISOR_VERSION
 #define AGENTVISOR_VERSION "0.0.0"
@@ -28,6 +31,7 @@ constexpr const char* usage =
   "                       requests from the supervisor on fd 3\n"
   "  --netns-pool N       (template) network namespaces kept ready, 0 for\n"
   "                       none (default 4)\n"
+  "  --vm-init            be PID 1 of a microVM (also when run as /init)\n"
   "  --version            print the version and exit\n"
   "  --help               print this and exit\n";
 
@@ -59,6 +63,9 @@ int sandbox_guest(const agentvisor::sandbox::spawn_request& r) {
 } // namespace
 
 int main(int argc, char** argv) {
+  // The kernel starts the initramfs's /init without arguments.
+  if (argc >= 1 && std::string_view(argv[0]).ends_with("init") && ::getpid() == 1)
+    return agentvisor::guest::run_vm_init();
   agentvisor::guest::agent_options opts;
   agentvisor::sandbox::template_options template_opts;
   bool template_mode = false;
@@ -85,7 +92,9 @@ int main(int argc, char** argv) {
       std::puts("agentvisor-guest " AGENTVISOR_VERSION);
       return 0;
     }
-    if (arg == "--template") {
+    if (arg == "--vm-init") {
+      return agentvisor::guest::run_vm_init();
+    } else if (arg == "--template") {
       template_mode = true;
     } else if (arg == "--netns-pool") {
       if (!take() || !parse_number(value, template_opts.netns_pool) || template_opts.netns_pool > 64)
