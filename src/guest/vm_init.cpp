@@ -456,6 +456,9 @@ int run_vm_init() {
     console(*e);
     power_off();
   }
+  // The kernel gives init no PATH; commands agents run look there.
+  ::setenv("PATH", "/bin:/sbin", 1);
+  ::setenv("HOME", "/workspace", 1);
   auto params = vm::parse_cmdline(read_file("/proc/cmdline"));
   if (!params) {
     console(params.err().message);

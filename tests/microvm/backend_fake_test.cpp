@@ -146,7 +146,7 @@ TEST_CASE_FIXTURE(fixture, "a VM boots, hands its channel to the owner, reports 
   auto reqs = read_lines(log_path);
   REQUIRE(reqs.size() == 5);
   auto dir = vm_dir("vm-ok");
-  CHECK(reqs[0] == "PUT /machine-config " + fc::api::put_machine_config(1, 164).body);
+  CHECK(reqs[0] == "PUT /machine-config " + fc::api::put_machine_config(1, 196).body);
   CHECK(reqs[1] == "PUT /boot-source "
                      + fc::api::put_boot_source("/boot/vmlinuz-fake", fc::boot_args(spec("vm-ok")),
                                                 "/boot/initrd-fake").body);

@@ -44,7 +44,7 @@ fc::backend_options options_or_skip() {
   fc::backend_options o;
   o.binary = env_or("AGENTVISOR_FIRECRACKER", "firecracker");
   o.kernel = env_or("AGENTVISOR_GUEST_KERNEL", BUILD_ROOT "/guest-image/vmlinux");
-  o.initrd = env_or("AGENTVISOR_GUEST_INITRD", BUILD_ROOT "/guest-image/initramfs.cpio.gz");
+  o.initrd = env_or("AGENTVISOR_GUEST_INITRD", BUILD_ROOT "/guest-image/initrd.img");
   if (auto ok = fc::check_host(o); !ok)
     skip(ok.err().message);
   o.instance = "boot-test";

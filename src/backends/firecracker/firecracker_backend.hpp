@@ -1,5 +1,6 @@
 #pragma once
-/// The Firecracker backend as an actor (backend_actor): one firecracker
+/// The Firecracker backend (backend_actor, the shared microVM actor in
+/// src/backends/microvm configured for firecracker): one firecracker
 /// process (optionally under the jailer) per agent, configured through its API
 /// socket, booting our guest image (kernel + initramfs whose PID 1 is
 /// `agentvisor-guest --vm-init`). The guest connects back over vsock: the
@@ -11,6 +12,8 @@
 #include "agentvisor/backend.hpp"
 #include "agentvisor/error.hpp"
 #include "agentvisor/io.hpp"
+
+#include "vm_backend.hpp"
 
 #include <caf/fwd.hpp>
 
@@ -56,19 +59,9 @@ result<backend_actor> spawn_firecracker_backend(caf::actor_system& sys, io::io_t
 backend_actor spawn_firecracker_backend_unchecked(caf::actor_system& sys, io::io_thread& io,
                                                   backend_options opts);
 
-/// Guest memory on top of the agent's memory limit: the guest kernel, the
-/// initramfs (unpacked into RAM) and init take about 40 MiB of a small VM;
-/// without the reserve the agent's cgroup limit inside the VM could not be
-/// reached before the guest kernel itself runs short.
-inline constexpr uint64_t guest_reserve_mib = 64;
-
-/// mem_size_mib for an agent: ceil(memory_bytes / MiB) + guest_reserve_mib.
-uint64_t vm_memory_mib(uint64_t memory_bytes);
-
-/// After a stop's grace period the guest SIGKILLs the agent, reports its
-/// exit and reboots; the VMM is SIGKILLed only this much later, so the exit
-/// report is not lost to the race.
-inline constexpr uint32_t stop_margin_ms = 1000;
+using microvm::guest_reserve_mib;
+using microvm::stop_margin_ms;
+using microvm::vm_memory_mib;
 
 /// The kernel command line: fixed words plus vm::to_cmdline for the spec.
 std::string boot_args(const agent_spec& spec);

@@ -1,0 +1,229 @@
+// qemu_boot: real qemu VMs booting the real guest image (TCG here, KVM where
+// /dev/kvm is usable) through the qemu backend actor: every tool, a stop; a
+// command's allocation past the agent's memory (an OOM kill in the VM,
+// reported while the agent lives on); the guest itself OOM-killed (its exit
+// says so); the qemu process killed (an exit event). After each: the VM's
+// directory gone, no qemu of ours running, no I/O handle left. Exits 77
+// naming what is missing (qemu-system-x86_64, the guest image).
+
+#include "qemu_backend.hpp"
+
+#include "agentvisor/guest_protocol.hpp"
+#include "agentvisor/guest_session.hpp"
+
+#include <caf/all.hpp>
+#include <doctest/doctest.h>
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+using namespace agentvisor;
+using namespace std::chrono_literals;
+
+namespace {
+
+[[noreturn]] void skip(const std::string& why) {
+  std::fprintf(stderr, "SKIP: qemu_boot: %s\n", why.c_str());
+  std::fflush(stderr);
+  std::_Exit(77);
+}
+
+struct fixture_options {
+  qemu::backend_options opts;
+  qemu::host_choice host;
+};
+
+fixture_options options_or_skip() {
+  fixture_options f;
+  f.opts.instance = "qemu-test";
+  f.opts.state_dir = (std::filesystem::temp_directory_path()
+                      / ("qemu-test-" + std::to_string(::getpid()))).string();
+  f.opts.kernel = BUILD_ROOT "/guest-image/vmlinux";
+  f.opts.initrd = BUILD_ROOT "/guest-image/initrd.img";
+  f.opts.boot_timeout_ms = 180000; // TCG on a loaded 2-core host
+  f.opts.allow_faults = true;
+  auto host = qemu::check_host(f.opts, BUILD_ROOT "/src/cli/agentvisor");
+  if (!host) skip(host.err().message);
+  f.host = *host;
+  return f;
+}
+
+/// Processes whose command line names this test's state directory.
+int qemus_of(const std::string& state_dir) {
+  int n = 0;
+  DIR* d = ::opendir("/proc");
+  while (auto* e = d ? ::readdir(d) : nullptr) {
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    std::ifstream in(std::string("/proc/") + e->d_name + "/cmdline");
+    std::string cmd((std::istreambuf_iterator<char>(in)), {});
+    if (cmd.find(state_dir) != std::string::npos) ++n;
+  }
+  if (d) ::closedir(d);
+  return n;
+}
+
+/// One booted agent and the guest session on its channel.
+struct vm_under_test {
+  caf::scoped_actor& self;
+  backend_actor backend;
+  agent_spec spec;
+  agent_started started;
+  guest::guest_session session;
+  std::vector<agent_oom> ooms;
+
+  /// The next guest event that is not a heartbeat.
+  guest::session_event next(std::chrono::seconds within = 60s) {
+    for (;;) {
+      std::optional<result<guest::session_event>> r;
+      self->receive([&](io::stream_line& l) { r.emplace(session.on_line(l.line)); },
+                    [&](io::stream_closed& c) { r.emplace(session.on_closed(c.reason)); },
+                    [&](agent_oom& o) { ooms.push_back(o); },
+                    caf::after(within) >> [&] { FAIL("nothing from the guest of " << spec.id); });
+      if (!r) continue;
+      REQUIRE_MESSAGE(*r, "protocol error: " << (*r ? "" : r->err().message));
+      if (!std::holds_alternative<guest::heartbeat>(**r)) return std::move(**r);
+    }
+  }
+
+  guest::call_result call(const std::string& tool, const std::string& args) {
+    auto c = session.call(tool, args);
+    REQUIRE_MESSAGE(c, c.err().message);
+    io_write(c->line);
+    auto ev = next(120s);
+    REQUIRE_MESSAGE(std::holds_alternative<guest::call_result>(ev), tool << ": no result");
+    return std::get<guest::call_result>(ev);
+  }
+
+  std::function<void(std::string)> io_write;
+
+  agent_exited wait_exit() {
+    std::optional<agent_exited> e;
+    while (!e)
+      self->receive([&](agent_exited& x) { e = x; }, [](io::stream_line&) {},
+                    [](io::stream_closed&) {}, [&](agent_oom& o) { ooms.push_back(o); },
+                    caf::after(120s) >> [&] { FAIL("no agent_exited for " << spec.id); });
+    return *e;
+  }
+};
+
+struct harness {
+  fixture_options f = options_or_skip();
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  io::io_thread io;
+  std::optional<caf::scoped_actor> self;
+  backend_actor backend;
+
+  harness() {
+    REQUIRE(io.start());
+    self.emplace(sys);
+    backend = qemu::spawn_qemu_backend(sys, io, f.opts, f.host);
+  }
+
+  std::unique_ptr<vm_under_test> boot(const std::string& id, uint64_t memory = 128ull << 20) {
+    auto v = std::unique_ptr<vm_under_test>(new vm_under_test{*self, backend, {}, {}, {}, {}, {}});
+    v->spec.id = id;
+    v->spec.memory_bytes = memory;
+    v->spec.workspace_bytes = 32ull << 20;
+    v->spec.heartbeat_ms = 1000;
+    v->spec.allow_faults = true;
+    v->io_write = [this, v = v.get()](std::string line) { io.write(v->started.channel, std::move(line)); };
+    bool ok = false;
+    (*self)->request(backend, caf::infinite, spawn_atom::value, v->spec,
+                     caf::actor_cast<caf::actor>(*self))
+      .receive([&](agent_started& x) { v->started = x; ok = true; },
+               [&](caf::error& e) { FAIL("spawn " << id << ": " << sys.render(e)); });
+    REQUIRE(ok);
+    CHECK(v->started.backend == "qemu");
+    CHECK(std::holds_alternative<guest::hello>(v->next()));
+    CHECK(std::holds_alternative<guest::ready>(v->next()));
+    return v;
+  }
+
+  void check_gone(const std::string& id) {
+    CHECK_FALSE(std::filesystem::exists(f.opts.state_dir + "/vms/qemu-test/" + id));
+    CHECK(qemus_of(f.opts.state_dir) == 0);
+  }
+
+  ~harness() {
+    (*self)->send_exit(backend, caf::exit_reason::user_shutdown);
+    (*self)->wait_for(backend);
+    self.reset();
+    CHECK(io.stop().open_handles == 0);
+    CHECK(qemus_of(f.opts.state_dir) == 0);
+    std::filesystem::remove_all(f.opts.state_dir);
+  }
+};
+
+} // namespace
+
+TEST_CASE("a qemu VM runs every tool, survives a command's OOM kill, and stops") {
+  harness h;
+  auto v = h.boot("tools");
+  auto w = v->call("write_file", R"({"path":"dir/a.txt","content":"hello from the VM\n"})");
+  CHECK_MESSAGE(w.ok, w.error.message);
+  auto r = v->call("read_file", R"({"path":"dir/a.txt"})");
+  CHECK(r.ok);
+  CHECK(r.result_json.find("hello from the VM") != std::string::npos);
+  auto l = v->call("list_directory", R"({"path":"dir"})");
+  CHECK(l.result_json.find("\"a.txt\"") != std::string::npos);
+  auto s = v->call("search", R"({"pattern":"from the"})");
+  CHECK(s.result_json.find("dir/a.txt") != std::string::npos);
+  auto e = v->call("execute_command", R"({"argv":["sh","-c","uname -r; cat dir/a.txt; df -k . | tail -1"]})");
+  CHECK(e.ok);
+  CHECK(e.result_json.find("hello from the VM") != std::string::npos);
+  CHECK(e.result_json.find("\"exit_code\":0") != std::string::npos);
+
+  // A command that allocates past the agent's 128 MiB (awk doubling a
+  // string) until the OOM killer ends it.
+  auto oom = v->call("execute_command", R"({"argv":["awk","BEGIN { s = \"x\"; while (1) s = s s }"]})");
+  INFO(oom.result_json);
+  CHECK(oom.ok);
+  CHECK(oom.result_json.find("\"signal\":9") != std::string::npos);
+  // The OOM event comes on the control channel, maybe after the result.
+  for (int i = 0; i < 60 && v->ooms.empty(); ++i)
+    (*h.self)->receive([&](agent_oom& o) { v->ooms.push_back(o); }, [](io::stream_line&) {},
+                       caf::after(1s) >> [] {});
+  REQUIRE_FALSE(v->ooms.empty());
+  CHECK(v->ooms.front().id == "tools");
+  // The agent lives on.
+  auto again = v->call("read_file", R"({"path":"dir/a.txt"})");
+  CHECK(again.ok);
+
+  (*h.self)->send(h.backend, stop_atom::value, std::string{"tools"}, uint32_t{3000});
+  auto x = v->wait_exit();
+  CHECK(x.exit_code == 0);
+  CHECK(x.signal == 0);
+  CHECK_FALSE(x.oom);
+  h.check_gone("tools");
+}
+
+TEST_CASE("a guest that allocates past its memory is OOM-killed, and its exit says so") {
+  harness h;
+  auto v = h.boot("oom");
+  guest::fault fo;
+  fo.kind = guest::fault_kind::oom;
+  auto f = v->session.fault(fo);
+  h.io.write(v->started.channel, std::move(f.line));
+  auto x = v->wait_exit();
+  CHECK(x.signal == SIGKILL);
+  CHECK(x.oom);
+  CHECK_FALSE(v->ooms.empty());
+  h.check_gone("oom");
+}
+
+TEST_CASE("killing the qemu process is an exit event, and nothing is left") {
+  harness h;
+  auto v = h.boot("killed");
+  (*h.self)->send(h.backend, signal_atom::value, std::string{"killed"}, int32_t{SIGKILL});
+  auto x = v->wait_exit();
+  CHECK(x.signal == SIGKILL);
+  CHECK_FALSE(x.oom);
+  h.check_gone("killed");
+}
