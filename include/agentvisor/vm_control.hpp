@@ -20,6 +20,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 namespace agentvisor::vm {
 
@@ -28,8 +29,9 @@ inline constexpr std::string_view control_port_name = "org.agentvisor.control";
 inline constexpr uint32_t vsock_channel_port = 1024;
 inline constexpr uint32_t vsock_control_port = 1025;
 
-/// The longest control line either way, newline excluded.
-inline constexpr std::size_t max_control_line_bytes = 4096;
+/// The longest control line either way, newline excluded (a `start` with
+/// the agent's environment is the longest).
+inline constexpr std::size_t max_control_line_bytes = 64 * 1024;
 
 // --- guest (init) -> host ----------------------------------------------------
 
@@ -80,6 +82,14 @@ using guest_event = std::variant<booted, oom, usage, exited, init_failed>;
 
 // --- host -> guest (init) ----------------------------------------------------
 
+/// The first line the host writes: init waits for it before it starts the
+/// agent, which gets these KEY=VALUE pairs in its environment (so do the
+/// commands it runs).
+struct start {
+  std::vector<std::string> env;
+  bool operator==(const start&) const = default;
+};
+
 /// Ask the agent to end (SIGTERM), SIGKILL it after grace_ms, power off.
 struct stop {
   uint32_t grace_ms = 5000;
@@ -93,7 +103,7 @@ struct signal {
   bool operator==(const signal&) const = default;
 };
 
-using host_request = std::variant<stop, signal>;
+using host_request = std::variant<start, stop, signal>;
 
 /// Each appends one line, '\n' included.
 void encode(const guest_event& x, std::string& out);

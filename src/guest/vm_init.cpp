@@ -28,6 +28,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace agentvisor::guest {
 
@@ -281,9 +282,13 @@ public:
     sigaddset(&mask, SIGINT);
     ::sigprocmask(SIG_BLOCK, &mask, nullptr);
 
+    auto env = wait_for_start();
     agent_ = ::fork();
     if (agent_ < 0) fail(errno_text("fork agent"));
-    if (agent_ == 0) run_agent_child(channel);
+    if (agent_ == 0) {
+      for (auto& e : env) ::putenv(e.data());
+      run_agent_child(channel);
+    }
     ::close(channel);
 
     utsname u{};
@@ -294,6 +299,28 @@ public:
   }
 
 private:
+  /// The host's `start` (the agent's environment): the first control line.
+  std::vector<std::string> wait_for_start() {
+    auto deadline = now_ms() + device_wait_ms;
+    while (now_ms() < deadline) {
+      if (auto nl = pending_.find('\n'); nl != std::string::npos) {
+        auto r = vm::decode_host_request(std::string_view(pending_).substr(0, nl));
+        pending_.erase(0, nl + 1);
+        if (!r) fail("control: " + r.err().message);
+        if (auto* s = std::get_if<vm::start>(&*r)) return std::move(s->env);
+        fail("control: expected start first");
+      }
+      pollfd p{control_, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      char buf[4096];
+      auto n = ::read(control_, buf, sizeof buf);
+      if (n == 0) fail("control channel closed before start");
+      if (n > 0) pending_.append(buf, size_t(n));
+      if (pending_.size() > vm::max_control_line_bytes) fail("control: start line too long");
+    }
+    fail("no start from the host within " + std::to_string(device_wait_ms) + " ms");
+  }
+
   [[noreturn]] void run_agent_child(int channel) {
     write_file(std::string(agent_cgroup) + "/cgroup.procs", "0");
     ::close(control_);
@@ -385,7 +412,7 @@ private:
     if (sfd < 0 || tick < 0 || kill_timer_ < 0) fail(errno_text("signalfd/timerfd"));
     uint32_t every = p_.heartbeat_ms < 100 ? 100 : p_.heartbeat_ms;
     arm(tick, every, every);
-    std::string in;
+    std::string in = std::move(pending_);
     char buf[4096];
     for (;;) {
       pollfd fds[4] = {{sfd, POLLIN, 0}, {tick, POLLIN, 0}, {kill_timer_, POLLIN, 0},
@@ -443,6 +470,7 @@ private:
   uint64_t oom_kills_ = 0;
   uint64_t last_oom_ms_ = 0;
   std::string line_;
+  std::string pending_; ///< control bytes read before the main loop
 };
 
 } // namespace

@@ -65,6 +65,13 @@ struct event_encoder {
 
 struct request_encoder {
   std::string& out;
+  void operator()(const start& x) {
+    auto w = begin(out, "start");
+    w.key("env").begin_array();
+    for (const auto& e : x.env) w.value(e);
+    w.end_array();
+    finish(w);
+  }
   void operator()(const stop& x) {
     auto w = begin(out, "stop");
     w.field("grace_ms", x.grace_ms);
@@ -165,6 +172,21 @@ result<host_request> decode_host_request(std::string_view line) {
   if (!parsed) return std::move(parsed).err();
   auto [obj, type] = *parsed;
   reader r(obj, type);
+  if (type == "start") {
+    start s;
+    simdjson::dom::element env;
+    simdjson::dom::array arr;
+    if (obj.at_key("env").get(env) || env.get_array().get(arr))
+      return error{"start.env: expected an array of strings"};
+    for (auto e : arr) {
+      std::string_view v;
+      if (e.get_string().get(v)) return error{"start.env: expected an array of strings"};
+      if (v.find('=') == std::string_view::npos)
+        return error{"start.env: \"" + std::string(v.substr(0, 64)) + "\" is not KEY=VALUE"};
+      s.env.emplace_back(v);
+    }
+    return host_request{std::move(s)};
+  }
   if (type == "stop") {
     stop s;
     AV_TRY(r.u32("grace_ms", s.grace_ms, false));

@@ -122,6 +122,7 @@ bool read_request(int fd, std::string& method, std::string& path, std::string& b
   }
   std::string buf;
   char c[512];
+  bool got_start = false;
   for (;;) {
     auto n = ::read(control, c, sizeof c);
     if (n <= 0)
@@ -134,6 +135,10 @@ bool read_request(int fd, std::string& method, std::string& path, std::string& b
       auto r = vm::decode_host_request(line);
       if (!r)
         std::exit(6);
+      // The host's first line is `start`, as init expects.
+      if (!got_start && !std::holds_alternative<vm::start>(*r))
+        std::exit(7);
+      got_start = true;
       if (std::holds_alternative<vm::stop>(*r) && !starts(id, "hang-")) {
         send_event(control, vm::exited{0, 0, false, 23456});
         std::exit(0);

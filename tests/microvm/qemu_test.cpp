@@ -133,6 +133,7 @@ struct harness {
     v->spec.workspace_bytes = 32ull << 20;
     v->spec.heartbeat_ms = 1000;
     v->spec.allow_faults = true;
+    v->spec.env = {"AGENT_GREETING=hello-from-env"};
     v->io_write = [this, v = v.get()](std::string line) { io.write(v->started.channel, std::move(line)); };
     bool ok = false;
     (*self)->request(backend, caf::infinite, spawn_atom::value, v->spec,
@@ -175,10 +176,12 @@ TEST_CASE("a qemu VM runs every tool, survives a command's OOM kill, and stops")
   CHECK(l.result_json.find("\"a.txt\"") != std::string::npos);
   auto s = v->call("search", R"({"pattern":"from the"})");
   CHECK(s.result_json.find("dir/a.txt") != std::string::npos);
-  auto e = v->call("execute_command", R"({"argv":["sh","-c","uname -r; cat dir/a.txt; df -k . | tail -1"]})");
+  auto e = v->call("execute_command",
+                   R"({"argv":["sh","-c","uname -r; cat dir/a.txt; df -k . | tail -1; echo $AGENT_GREETING"]})");
   CHECK(e.ok);
   CHECK(e.result_json.find("hello from the VM") != std::string::npos);
   CHECK(e.result_json.find("\"exit_code\":0") != std::string::npos);
+  CHECK(e.result_json.find("hello-from-env") != std::string::npos); // spec.env reached it
 
   // A command that allocates past the agent's 128 MiB (awk doubling a
   // string) until the OOM killer ends it.

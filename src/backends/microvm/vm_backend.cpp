@@ -320,6 +320,13 @@ result<int> listen_unix(const std::string& path) {
   return fd;
 }
 
+/// The first control line: init starts the agent with this environment.
+void send_start(self_ptr self, vm_rec& v) {
+  std::string line;
+  vm::encode(vm::host_request{vm::start{v.spec.env}}, line);
+  self->state.io->write(v.control, std::move(line));
+}
+
 void next_api_call(self_ptr self, vm_rec& v);
 void maybe_ready(self_ptr self, vm_rec& v);
 
@@ -431,6 +438,7 @@ void accept_on(self_ptr self, vm_rec& v, bool channel) {
   } else {
     v.control = st.io->open_line_stream(as_actor(self), fd, vm::max_control_line_bytes);
     st.handles[v.control] = v.id;
+    send_start(self, v);
   }
 }
 
@@ -521,6 +529,7 @@ void start_qemu(self_ptr self, vm_rec& v) {
   v.channel = st.io->open_line_stream(v.owner, pairs[0][0], guest::max_guest_line_bytes);
   v.control = st.io->open_line_stream(as_actor(self), pairs[1][0], vm::max_control_line_bytes);
   st.handles[v.control] = v.id;
+  send_start(self, v);
   v.qmp = st.io->open_line_stream(as_actor(self), pairs[2][0], 1 << 16);
   st.handles[v.qmp] = v.id;
   v.ph = phase::booting;
