@@ -24,8 +24,8 @@ namespace {
 /// A backend that answers like one and tells `observer` each message as a
 /// line: "spawn ID BACKEND", "stop ID", "kill ID", "usage ID", "signal ID
 /// SIG", "fault BACKEND".
-backend_actor::behavior_type stand_in(backend_actor::pointer self, caf::actor observer) {
-  auto note = [=](std::string line) { self->send(observer, std::move(line)); };
+backend_actor::behavior_type stand_in(backend_actor::pointer, caf::actor observer) {
+  auto note = [=](std::string line) { caf::anon_send(observer, std::move(line)); };
   return {
     [=](spawn_atom, agent_spec& s, caf::actor&) {
       note("spawn " + s.id + " " + s.backend);
