@@ -222,6 +222,13 @@ field_error parse_agent_request(simdjson::dom::parser& parser, std::string_view 
           }
       if (!known)
         return std::string{"restart: expected \"permanent\", \"transient\" or \"temporary\""};
+    } else if (key == "backend") {
+      // Known names only; whether this supervisor enabled it is the
+      // spawner's answer (also 400, naming the enabled ones).
+      std::string_view s;
+      if (v.get_string().get(s) != simdjson::SUCCESS || !backend_from_string(s))
+        return std::string{"backend: expected \"sandbox\", \"qemu\" or \"firecracker\""};
+      out.backend = std::string{s};
     } else {
       return std::string{key} + ": unknown field";
     }

@@ -220,8 +220,8 @@ void inject(self_ptr self, std::size_t i) {
     case fault_kind::cpu_hog: return via_spawner(self, i, {"cpu_hog", 0, f.duration_ms, {}});
     case fault_kind::disk_fill: return via_spawner(self, i, {"disk_fill", 0, 0, {}});
     case fault_kind::fork_bomb: return via_spawner(self, i, {"fork_bomb", 0, 0, {}});
-    case fault_kind::spawn_failure: return via_backend(self, i, spawn_fault{1, true, 0});
-    case fault_kind::slow_spawn: return via_backend(self, i, spawn_fault{1, false, f.duration_ms});
+    case fault_kind::spawn_failure: return via_backend(self, i, spawn_fault{1, true, 0, {}});
+    case fault_kind::slow_spawn: return via_backend(self, i, spawn_fault{1, false, f.duration_ms, {}});
     case fault_kind::governor_pressure: return pressure(self, i);
   }
 }

@@ -5,6 +5,7 @@
 
 #include "spawner.hpp"
 
+#include "backend_router.hpp"
 #include "vm_actor.hpp"
 
 #include "agentvisor/log.hpp"
@@ -183,6 +184,7 @@ agent_info record_info(const child& c) {
   i.machine = c.machine();
   i.name = c.name;
   i.state = state_of(c.ph);
+  i.backend = c.opts.spec.backend;
   i.restart = c.restart;
   i.restarts = c.restarts;
   i.last_down_reason = c.last_down;
@@ -199,6 +201,8 @@ agent_info merge(agent_info live, const child& c) {
   live.id = c.id;
   live.machine = c.machine();
   live.name = c.name;
+  if (live.backend.empty())
+    live.backend = c.opts.spec.backend;
   live.restart = c.restart;
   live.restarts = c.restarts;
   live.last_down_reason = c.last_down;
@@ -212,6 +216,27 @@ agent_info merge(agent_info live, const child& c) {
 }
 
 // --- requests -----------------------------------------------------------------
+
+/// Whether `name` (empty: the default) may run agents here; the refusal
+/// names the field, or the enabled backends as the router would.
+caf::error check_backend(const spawner_state& st, const std::string& name) {
+  if (name.empty())
+    return {};
+  auto kind = backend_from_string(name);
+  if (!kind)
+    return make_error(errc::bad_request,
+                      "backend: expected one of sandbox, qemu, firecracker, got \"" + name + "\"");
+  auto enabled = st.opts.backends;
+  if (enabled.empty())
+    enabled.push_back(st.ctx.kind);
+  if (std::find(enabled.begin(), enabled.end(), *kind) != enabled.end())
+    return {};
+  std::vector<std::string> names;
+  for (auto b : enabled)
+    names.emplace_back(to_string(b));
+  std::sort(names.begin(), names.end()); // the router's order (by name)
+  return make_error(errc::bad_request, not_enabled_message(name, names));
+}
 
 caf::error validate(const agent_request& req) {
   if (req.name.empty())
@@ -236,8 +261,10 @@ caf::error validate(const agent_request& req) {
   return {};
 }
 
-vm_options resolve(const agent_request& req, const agent_defaults& d) {
+/// The request's spec, defaults applied; `backend` is the default backend.
+vm_options resolve(const agent_request& req, const agent_defaults& d, backend_kind backend) {
   vm_options o;
+  o.spec.backend = req.backend.empty() ? std::string{to_string(backend)} : req.backend;
   o.spec.memory_bytes = (req.memory_mb != 0 ? req.memory_mb : d.memory_mb) << 20;
   o.spec.pids = req.pids != 0 ? req.pids : d.pids;
   o.spec.cpu_weight = req.cpu_weight != 0 ? req.cpu_weight : d.cpu_weight;
@@ -250,9 +277,10 @@ vm_options resolve(const agent_request& req, const agent_defaults& d) {
   return o;
 }
 
-bool is_default_spec(const vm_options& o, const agent_defaults& d) {
+/// The warm pool's spec (the pool runs on the default backend).
+bool is_default_spec(const vm_options& o, const agent_defaults& d, backend_kind backend) {
   return o.spec.memory_bytes == (d.memory_mb << 20) && o.spec.pids == d.pids
-         && o.spec.cpu_weight == d.cpu_weight;
+         && o.spec.cpu_weight == d.cpu_weight && o.spec.backend == to_string(backend);
 }
 
 // --- calls --------------------------------------------------------------------
@@ -437,7 +465,7 @@ void do_spawn(self_ptr self, child& c) {
   else
     a = spawn_vm_actor(self->system(),
                        vm_context{st.ctx.backend, st.ctx.io, parent, st.ctx.governor, st.ctx.metrics,
-                                  st.ctx.kind},
+                                  backend_from_string(c.opts.spec.backend).value_or(st.ctx.kind)},
                        c.opts);
   if (!a) {
     child_down(self, c, down_info{c.id, down_reason::spawn_failed, 0, 0, "no actor was spawned"});
@@ -534,7 +562,7 @@ void fill_pool(self_ptr self) {
   auto pooled = std::count_if(st.children.begin(), st.children.end(),
                               [](auto& c) { return c->pooled; });
   for (auto n = pooled; n < static_cast<long>(st.opts.pool.warm); ++n) {
-    auto& c = add_child(self, {}, resolve({}, st.opts.defaults), restart_type::permanent, true);
+    auto& c = add_child(self, {}, resolve({}, st.opts.defaults, st.ctx.kind), restart_type::permanent, true);
     begin_spawn(self, c);
   }
 }
@@ -546,7 +574,7 @@ void fill_pool(self_ptr self) {
 /// member is ready or the spec differs: the caller spawns cold.
 bool adopt_pool_member(self_ptr self, child& c) {
   auto& st = self->state;
-  if (c.pooled || !is_default_spec(c.opts, st.opts.defaults))
+  if (c.pooled || !is_default_spec(c.opts, st.opts.defaults, st.ctx.kind))
     return false;
   auto i = std::find_if(st.children.begin(), st.children.end(), [](auto& p) {
     return p->pooled && p->ph == phase::ready && p->actor && !p->remove_on_down;
@@ -819,9 +847,11 @@ caf::result<agent_info> on_start(self_ptr self, const agent_request& req) {
     return make_error(errc::draining, "the spawner is shutting down");
   if (auto err = validate(req))
     return err;
-  auto opts = resolve(req, st.opts.defaults);
+  if (auto err = check_backend(st, req.backend))
+    return err;
+  auto opts = resolve(req, st.opts.defaults, st.ctx.kind);
   auto restart = req.restart_set ? req.restart : st.opts.supervision.restart;
-  if (is_default_spec(opts, st.opts.defaults)) {
+  if (is_default_spec(opts, st.opts.defaults, st.ctx.kind)) {
     // Hand-out is a lookup: the first ready pool member becomes this agent
     // and moves to the end of the start order.
     auto i = std::find_if(st.children.begin(), st.children.end(),

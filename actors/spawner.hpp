@@ -5,9 +5,12 @@
 ///
 /// Protocol (types in messages.hpp):
 ///   (start_atom, agent_request)   -> agent_info once the agent is ready
-///       (taken from the warm pool when the request matches the defaults),
-///       or an errc error: bad_request, over_budget / budget_timeout (the
-///       governor's reason), spawn_failed, draining.
+///       (taken from the warm pool when the request matches the defaults,
+///       the default backend included), or an errc error: bad_request (also
+///       for a backend that is unknown or not among opts.backends, with
+///       backend_router's not_enabled_message), over_budget /
+///       budget_timeout (the governor's reason), spawn_failed, draining.
+///       The agent's spec.backend is the resolved name; agent_info shows it.
 ///   (list_atom)                   -> std::vector<agent_info>, in start order
 ///   (get_atom, std::string id)    -> agent_info, or not_found
 ///   (stop_atom, std::string id)   -> agent_info (its last state): the child
@@ -52,6 +55,7 @@
 #include <cstdint>
 #include <functional>
 #include <random>
+#include <vector>
 
 namespace agentvisor::io {
 class io_thread;
@@ -67,6 +71,9 @@ struct spawner_options {
   std::string id_prefix = "a";
   /// How long a spawn may wait in the governor's queue.
   uint32_t grant_deadline_ms = 5000;
+  /// The backends an agent_request may name (config `backends`). Empty:
+  /// only the context's `kind`, the default.
+  std::vector<backend_kind> backends;
 };
 
 /// Starts one child's machine; `parent` (the spawner) receives its
@@ -82,8 +89,10 @@ struct spawner_context {
   caf::actor governor;
   /// Empty: spawn vm_actors (backend, io, the spawner as parent, governor).
   child_factory factory;
-  /// Null: no metrics. Given to every vm_actor with `kind`.
+  /// Null: no metrics. Given to every vm_actor with its agent's backend.
   std::shared_ptr<metrics::metrics> metrics;
+  /// The default backend: agent_requests without `backend` run there, and
+  /// so does the warm pool.
   backend_kind kind = backend_kind::sandbox;
 };
 

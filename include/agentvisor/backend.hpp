@@ -50,6 +50,11 @@ struct agent_spec {
   uint32_t heartbeat_ms = 1000;
   /// Lets chaos runs ask the guest to crash, hang or allocate.
   bool allow_faults = false;
+  /// The backend to run it in ("sandbox", "qemu", "firecracker"); empty:
+  /// the supervisor's default (config `backend`). Read by the backend
+  /// router (actors/backend_router.hpp), which sets it to the name it
+  /// resolved before it forwards the spawn; a backend itself ignores it.
+  std::string backend{};
 };
 
 /// The machine runs and its guest is set up; `channel` is the I/O thread's
@@ -95,16 +100,20 @@ struct spawn_fault {
   uint32_t count = 1;
   bool fail = true;
   uint32_t delay_ms = 0;
+  /// The backend to arm, by name; empty: the supervisor's default.
+  std::string backend{};
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, spawn_fault& x) {
-  return f(caf::meta::type_name("spawn_fault"), x.count, x.fail, x.delay_ms);
+  return f(caf::meta::type_name("spawn_fault"), x.count, x.fail, x.delay_ms,
+           x.backend);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, agent_spec& x) {
   return f(caf::meta::type_name("agent_spec"), x.id, x.memory_bytes, x.pids,
-           x.cpu_weight, x.workspace_bytes, x.env, x.heartbeat_ms, x.allow_faults);
+           x.cpu_weight, x.workspace_bytes, x.env, x.heartbeat_ms, x.allow_faults,
+           x.backend);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, agent_started& x) {

@@ -7,11 +7,17 @@
 
 #include <cstdint>
 #include <string>
+#include <optional>
 #include <string_view>
+#include <vector>
 
 namespace agentvisor {
 
 enum class backend_kind : uint8_t { sandbox, qemu, firecracker };
+/// qemu's accelerator: `auto` picks kvm when /dev/kvm is usable, else tcg.
+enum class qemu_accel : uint8_t { automatic, kvm, tcg };
+/// qemu's machine type: `auto` lets the qemu backend choose.
+enum class qemu_machine : uint8_t { automatic, microvm, q35 };
 enum class restart_strategy : uint8_t {
   one_for_one,
   one_for_all,
@@ -23,10 +29,49 @@ enum class log_level : uint8_t { trace, debug, info, warn, error, off };
 enum class log_format : uint8_t { plain, json };
 
 std::string_view to_string(backend_kind x);
+std::string_view to_string(qemu_accel x);
+std::string_view to_string(qemu_machine x);
 std::string_view to_string(restart_strategy x);
 std::string_view to_string(restart_type x);
 std::string_view to_string(log_level x);
 std::string_view to_string(log_format x);
+
+/// The backend named `name` ("sandbox", "qemu", "firecracker"), if any.
+std::optional<backend_kind> backend_from_string(std::string_view name);
+
+/// The qemu backend's settings (the `qemu` section). Plain values: the qemu
+/// backend resolves them (finds the binary on PATH, the guest image, the
+/// accelerator), so the config library needs no backend code.
+struct qemu_config {
+  /// A program name looked up on PATH, or an absolute path.
+  std::string binary = "qemu-system-x86_64";
+  /// The guest kernel and initramfs. Empty: the build tree's guest image
+  /// directory, else /usr/local/share/agentvisor/guest.
+  std::string kernel;
+  std::string initrd;
+  qemu_accel accel = qemu_accel::automatic;
+  qemu_machine machine = qemu_machine::automatic;
+  uint32_t vcpus = 1;
+  /// From qemu's start to the guest's ready line (TCG boots take seconds).
+  uint32_t boot_timeout_ms = 60000;
+
+  bool operator==(const qemu_config&) const = default;
+};
+
+/// The firecracker backend's settings (the `firecracker` section).
+struct firecracker_config {
+  /// A program name looked up on PATH, or an absolute path.
+  std::string binary = "firecracker";
+  /// The jailer to start firecracker through. Empty: no jailer.
+  std::string jailer;
+  /// As in qemu_config: empty means the default guest image.
+  std::string kernel;
+  std::string initrd;
+  uint32_t vcpus = 1;
+  uint32_t boot_timeout_ms = 10000;
+
+  bool operator==(const firecracker_config&) const = default;
+};
 
 /// What the whole host may give to agents, and the governor's pressure
 /// policy. For memory_mb, cpus and pids zero means "detect from the host
@@ -132,7 +177,12 @@ struct config {
   /// The agentvisor-guest binary (the template process and, later, VM
   /// images). Empty: next to the agentvisor executable.
   std::string guest_binary;
+  /// The backend an agent runs in unless its spawn request names one.
   backend_kind backend = backend_kind::sandbox;
+  /// The backends this supervisor starts (each at most once); agents may
+  /// ask for any of them. Must contain `backend`. Not in the file: just
+  /// `backend`.
+  std::vector<backend_kind> backends{backend_kind::sandbox};
   host_config host;
   agent_defaults agents;
   pool_config pool;
@@ -140,6 +190,8 @@ struct config {
   api_config api;
   metrics_config metrics;
   log_config log;
+  qemu_config qemu;
+  firecracker_config firecracker;
 
   bool operator==(const config&) const = default;
 };

@@ -237,6 +237,9 @@ struct agent_request {
   /// When !restart_set: the config's supervision.restart.
   restart_type restart = restart_type::permanent;
   bool restart_set = false;
+  /// The backend to run it in ("sandbox", "qemu", "firecracker"); it must
+  /// be one of the supervisor's `backends`. Empty: the config's `backend`.
+  std::string backend{};
 };
 
 // --- resource_governor --------------------------------------------------------
@@ -375,7 +378,7 @@ typename Inspector::result_type inspect(Inspector& f, agent_info& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, agent_request& x) {
   return f(caf::meta::type_name("agent_request"), x.name, x.memory_mb, x.pids, x.cpu_weight,
-           x.restart, x.restart_set);
+           x.restart, x.restart_set, x.backend);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, grant_request& x) {

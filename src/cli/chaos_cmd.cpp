@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -136,10 +137,7 @@ int run_chaos(const chaos_run_options& o) {
     std::fprintf(stderr, "agentvisor: %s\n", cfg.err().message.c_str());
     return exit_usage;
   }
-  std::optional<backend_kind> backend;
-  for (auto k : {backend_kind::sandbox, backend_kind::qemu, backend_kind::firecracker})
-    if (to_string(k) == sc->backend)
-      backend = k;
+  auto backend = backend_from_string(sc->backend);
   if (!backend) {
     std::fprintf(stderr, "agentvisor: scenario %s: backend \"%s\" is unknown\n", sc->name.c_str(),
                  sc->backend.c_str());
@@ -155,6 +153,13 @@ int run_chaos(const chaos_run_options& o) {
   std::string state_dir = tmpl;
   cfg->state_dir = state_dir;
   cfg->instance = "chaos-" + std::to_string(::getpid());
+  // The scenario's backend is the run's default, and enabled: alone when
+  // the supervisor section left `backends` at its default, else besides
+  // those it lists.
+  if (cfg->backends == std::vector<backend_kind>{cfg->backend})
+    cfg->backends = {*backend};
+  else if (std::find(cfg->backends.begin(), cfg->backends.end(), *backend) == cfg->backends.end())
+    cfg->backends.push_back(*backend);
   cfg->backend = *backend;
   cfg->api.token_file.clear();
   cfg->agents.memory_mb = sc->memory_mb;

@@ -47,10 +47,6 @@ int run_supervisor(const supervisor_options& opts) {
                AGENTVISOR_VERSION, cfg->instance, to_string(cfg->backend),
                opts.config_file.empty() ? "built-in defaults" : opts.config_file);
 
-  if (cfg->backend != backend_kind::sandbox) {
-    spdlog::error("backend {}: not built yet (use \"sandbox\")", to_string(cfg->backend));
-    return exit_not_built;
-  }
   auto tree = supervisor_tree::start(*cfg);
   if (!tree) {
     spdlog::error("{}", tree.err().message);

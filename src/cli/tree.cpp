@@ -3,7 +3,8 @@
 // The signal travels like every kernel event: libuv's signal handle on the
 // I/O thread -> a signal_received message -> the root actor, which runs the
 // ordered shutdown: API closed, agents stopped (graceful, then forced),
-// governor ended; then wait() ends the backend and the I/O thread.
+// governor ended; then wait() ends the backend router, the backends and the
+// I/O thread.
 
 #include "tree.hpp"
 
@@ -15,6 +16,7 @@
 #include "agentvisor/token.hpp"
 
 #include "api.hpp"
+#include "backend_router.hpp"
 #include "resource_governor.hpp"
 #include "sandbox_backend.hpp"
 #include "spawner.hpp"
@@ -23,6 +25,7 @@
 
 #include <sys/resource.h>
 
+#include <array>
 #include <csignal>
 #include <cstring>
 
@@ -47,7 +50,8 @@ struct root_state {
 using root_actor = caf::stateful_actor<root_state>*;
 
 // API first (no new work), then the agents (graceful, then forced by the
-// spawner), then the governor. The backend and the I/O thread end in wait().
+// spawner), then the governor. The router, the backends and the I/O thread
+// end in wait().
 task<void> shut_down(root_actor self, caf::error reason) {
   auto t = self->state.t;
   using std::chrono::milliseconds;
@@ -99,7 +103,7 @@ caf::behavior supervisor_root(root_actor self, tree_handles t) {
   };
 }
 
-sandbox::backend_options backend_options_from(const config& cfg) {
+sandbox::backend_options sandbox_options_from(const config& cfg) {
   sandbox::backend_options o;
   o.instance = cfg.instance;
   o.state_dir = cfg.state_dir;
@@ -107,6 +111,50 @@ sandbox::backend_options backend_options_from(const config& cfg) {
   o.keep_workspaces = cfg.keep_workspaces;
   o.allow_faults = cfg.agents.allow_faults;
   return o;
+}
+
+// --- the backends -------------------------------------------------------------
+
+/// Builds one backend from the config (blocking is fine: start-up). What it
+/// prepared on the host is the backend actor's from then on, removed when
+/// that actor ends.
+using backend_factory = result<backend_actor> (*)(caf::actor_system&, io::io_thread&,
+                                                   const config&);
+
+result<backend_actor> build_sandbox(caf::actor_system& sys, io::io_thread& io, const config& cfg) {
+  auto host = sandbox::prepare_host(sandbox_options_from(cfg));
+  if (!host)
+    return error{"cannot prepare the sandbox backend: " + host.err().message};
+  spdlog::info("{}", sandbox::describe(**host));
+  return sandbox::spawn_sandbox_backend(sys, io, std::move(*host));
+}
+
+/// A backend whose code this binary does not have (yet).
+template <backend_kind K>
+result<backend_actor> not_built(caf::actor_system&, io::io_thread&, const config&) {
+  return error{"the " + std::string{to_string(K)} + " backend is not built into this binary yet"};
+}
+
+/// One factory per backend_kind, in the enum's order. A backend plugs in by
+/// replacing its not_built entry, e.g. for qemu:
+///   [](caf::actor_system& sys, io::io_thread& io, const config& c) {
+///     return qemu::spawn_qemu_backend(sys, io, qemu::backend_options_from(c)); },
+constexpr std::array<backend_factory, 3> backend_factories{
+  build_sandbox,
+  not_built<backend_kind::qemu>,
+  not_built<backend_kind::firecracker>,
+};
+static_assert(static_cast<std::size_t>(backend_kind::firecracker) + 1 == backend_factories.size());
+
+std::string describe_backends(const config& cfg) {
+  std::string out;
+  for (auto b : cfg.backends) {
+    out += out.empty() ? "" : ", ";
+    out += to_string(b);
+    if (b == cfg.backend)
+      out += " (default)";
+  }
+  return out;
 }
 
 // Every sandbox holds a few fds in the supervisor (pidfd, channel, OOM fd,
@@ -133,9 +181,6 @@ supervisor_tree::~supervisor_tree() {
 
 result<std::unique_ptr<supervisor_tree>> supervisor_tree::start(const config& cfg,
                                                                 std::optional<host_port> listen) {
-  if (cfg.backend != backend_kind::sandbox)
-    return error{"backend " + std::string{to_string(cfg.backend)}
-                 + ": not built yet (use \"sandbox\")"};
   raise_fd_limit();
   if (!listen) {
     auto hp = parse_host_port(cfg.api.listen);
@@ -153,21 +198,30 @@ result<std::unique_ptr<supervisor_tree>> supervisor_tree::start(const config& cf
   spdlog::info("API token {} {}", token->generated ? "generated in" : "read from", token->path);
   t->token_ = token->value;
   t->host_ = listen->host;
-  // Host preparation blocks (instance lock, stale cgroups, template start):
-  // it happens before any actor runs, and last of the steps that can fail
-  // here: from the backend's spawn on, the backend owns (and on any end
-  // removes) what it prepared.
-  auto host = sandbox::prepare_host(backend_options_from(cfg));
-  if (!host)
-    return error{"cannot prepare the sandbox backend: " + host.err().message};
-  spdlog::info("{}", sandbox::describe(**host));
+  // Backends block while they prepare the host (the sandbox backend's
+  // instance lock, stale cgroups, template start): this happens before any
+  // other actor runs, and last of the steps that can fail here: from a
+  // backend's spawn on, the backend owns (and on any end removes) what it
+  // prepared. A backend that cannot be built ends those built before it.
+  auto& sys = t->sys_;
+  spdlog::info("backends: {}", describe_backends(cfg));
+  backend_router_options router_opts;
+  router_opts.default_backend = to_string(cfg.backend);
+  for (auto kind : cfg.backends) {
+    auto b = backend_factories[static_cast<std::size_t>(kind)](sys, t->io_, cfg);
+    if (!b) {
+      t->end_backends();
+      return std::move(b).err();
+    }
+    t->backends_.emplace_back(kind, *b);
+    router_opts.backends.emplace(to_string(kind), std::move(*b));
+  }
+  t->router_ = spawn_backend_router(sys, std::move(router_opts));
 
   // One registry for the whole supervisor; the actors share it (its
   // series are atomics), the api actor serializes it on GET /metrics.
   if (cfg.metrics.enabled)
     t->metrics_ = std::make_shared<metrics::metrics>(cfg.metrics);
-  auto& sys = t->sys_;
-  t->backend_ = sandbox::spawn_sandbox_backend(sys, t->io_, std::move(*host));
   auto gov_opts = make_governor_options(cfg);
   gov_opts.metrics = t->metrics_;
   t->governor_ = spawn_resource_governor(sys, &t->io_, std::move(gov_opts));
@@ -175,8 +229,9 @@ result<std::unique_ptr<supervisor_tree>> supervisor_tree::start(const config& cf
   sp_opts.supervision = cfg.supervision;
   sp_opts.defaults = cfg.agents;
   sp_opts.pool = cfg.pool;
+  sp_opts.backends = cfg.backends;
   t->spawner_ = spawn_spawner(
-    sys, spawner_context{t->backend_, &t->io_, t->governor_, {}, t->metrics_, cfg.backend}, sp_opts);
+    sys, spawner_context{t->router_, &t->io_, t->governor_, {}, t->metrics_, cfg.backend}, sp_opts);
   caf::anon_send(t->governor_, attach_atom::value, t->spawner_);
   api_options api_opts;
   api_opts.listen = *listen;
@@ -223,10 +278,8 @@ int supervisor_tree::wait() {
       self->send_exit(a, caf::exit_reason::user_shutdown);
       self->wait_for(a);
     }
-    // The backend kills what agents remain and stops the template.
-    self->send_exit(backend_, caf::exit_reason::user_shutdown);
-    self->wait_for(backend_);
   }
+  end_backends();
   auto report = io_.stop();
   if (report.open_handles != 0) {
     spdlog::error("I/O thread stopped with {} handles still open", report.open_handles);
@@ -234,6 +287,22 @@ int supervisor_tree::wait() {
   }
   code_ = code;
   return code;
+}
+
+void supervisor_tree::end_backends() {
+  caf::scoped_actor self{sys_};
+  // The router first: nothing reaches a backend through it any more.
+  if (router_) {
+    self->send_exit(router_, caf::exit_reason::user_shutdown);
+    self->wait_for(router_);
+  }
+  // Each backend kills what agents remain and releases what it prepared
+  // (the sandbox backend: its template and cgroups). They end side by side.
+  for (auto& [kind, b] : backends_)
+    self->send_exit(b, caf::exit_reason::user_shutdown);
+  for (auto& [kind, b] : backends_)
+    self->wait_for(b);
+  backends_.clear();
 }
 
 int supervisor_tree::stop() {

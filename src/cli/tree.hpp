@@ -1,7 +1,8 @@
 #pragma once
-/// The whole supervisor inside this process: the sandbox backend, resource
-/// governor, spawner, HTTP API and metrics over one actor system and one I/O
-/// thread, with the root actor that shuts them down in order. Used by
+/// The whole supervisor inside this process: the enabled backends (config
+/// `backends`) behind one backend router, resource governor, spawner, HTTP
+/// API and metrics over one actor system and one I/O thread, with the root
+/// actor that shuts them down in order. Used by
 /// `agentvisor supervisor` and by `agentvisor chaos run` (which needs the
 /// very same tree to inject faults into).
 
@@ -19,13 +20,18 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace agentvisor::cli {
 
 class supervisor_tree {
 public:
-  /// Prepares the host (blocking: instance lock, stale cgroups, template)
-  /// and starts every actor, the API listening. An error names the step.
+  /// Builds every enabled backend (blocking: the sandbox backend takes the
+  /// instance lock, removes stale cgroups and starts its template) and
+  /// starts every actor, the API listening. An error names the step, e.g.
+  /// "the qemu backend is not built into this binary yet"; what was built
+  /// before the failure is ended again.
   /// `listen` overrides api.listen (port 0: any free port, which a config
   /// may not ask for).
   static result<std::unique_ptr<supervisor_tree>> start(const config& cfg,
@@ -39,7 +45,8 @@ public:
   io::io_thread& io() noexcept { return io_; }
   const caf::actor& spawner() const noexcept { return spawner_; }
   const caf::actor& governor() const noexcept { return governor_; }
-  const backend_actor& backend() const noexcept { return backend_; }
+  /// The backend router: what the spawner, vm_actors and chaos runs use.
+  const backend_actor& backend() const noexcept { return router_; }
   /// The API's bound port (api.listen with port 0 picks one).
   uint16_t port() const noexcept { return port_; }
   const std::string& host() const noexcept { return host_; }
@@ -62,11 +69,17 @@ public:
 private:
   supervisor_tree();
 
+  /// Ends the backends (after the router and everything that uses them),
+  /// each killing what agents it still runs.
+  void end_backends();
+
   caf::actor_system_config sys_cfg_;
   caf::actor_system sys_;
   io::io_thread io_;
   std::shared_ptr<metrics::metrics> metrics_;
-  backend_actor backend_;
+  /// The enabled backends, in build order (config `backends`).
+  std::vector<std::pair<backend_kind, backend_actor>> backends_;
+  backend_actor router_;
   caf::actor governor_;
   caf::actor spawner_;
   caf::actor api_;

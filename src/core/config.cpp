@@ -46,6 +46,8 @@ using json_read::value_reader;
 
 constexpr std::array<std::string_view, 3> backend_names{
   "sandbox", "qemu", "firecracker"};
+constexpr std::array<std::string_view, 3> accel_names{"auto", "kvm", "tcg"};
+constexpr std::array<std::string_view, 3> machine_names{"auto", "microvm", "q35"};
 constexpr std::array<std::string_view, 4> strategy_names{
   "one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one"};
 constexpr std::array<std::string_view, 3> restart_names{
@@ -57,6 +59,8 @@ constexpr std::array<std::string_view, 2> format_names{"plain", "json"};
 // A new enumerator without a name would silently map to "unknown".
 static_assert(static_cast<size_t>(backend_kind::firecracker) + 1
               == backend_names.size());
+static_assert(static_cast<size_t>(qemu_accel::tcg) + 1 == accel_names.size());
+static_assert(static_cast<size_t>(qemu_machine::q35) + 1 == machine_names.size());
 static_assert(static_cast<size_t>(restart_strategy::simple_one_for_one) + 1
               == strategy_names.size());
 static_assert(static_cast<size_t>(restart_type::temporary) + 1
@@ -70,6 +74,14 @@ struct enum_names;
 template <>
 struct enum_names<backend_kind> {
   static constexpr std::span<const std::string_view> value = backend_names;
+};
+template <>
+struct enum_names<qemu_accel> {
+  static constexpr std::span<const std::string_view> value = accel_names;
+};
+template <>
+struct enum_names<qemu_machine> {
+  static constexpr std::span<const std::string_view> value = machine_names;
 };
 template <>
 struct enum_names<restart_strategy> {
@@ -149,6 +161,30 @@ std::optional<string_problem> check_optional_path(std::string_view s) {
   if (s.empty())
     return std::nullopt;
   return path_problem(s, "an empty string or an absolute path");
+}
+
+// A program: a name looked up on PATH (no '/'), or an absolute path.
+std::optional<string_problem> check_program(std::string_view s) {
+  std::string expected = "a program name or an absolute path";
+  if (s.empty())
+    return string_problem{std::move(expected), {}};
+  if (s.find('/') != std::string_view::npos)
+    return path_problem(s, std::move(expected));
+  if (s.find('\0') != std::string_view::npos)
+    return string_problem{std::move(expected), "contains a NUL byte"};
+  if (s.size() > 255) // NAME_MAX
+    return string_problem{std::move(expected), "a name longer than 255 bytes"};
+  return std::nullopt;
+}
+
+std::optional<string_problem> check_optional_program(std::string_view s) {
+  if (s.empty())
+    return std::nullopt;
+  if (auto p = check_program(s)) {
+    p->expected = "an empty string, a program name or an absolute path";
+    return p;
+  }
+  return std::nullopt;
 }
 
 // One offending byte for "invalid ..." messages: 'x' or, if unprintable,
@@ -310,6 +346,32 @@ void describe(log_config& c, V& v) {
   v.enumeration("format", c.format);
 }
 
+// qemu's limit for x86 machines without an IOMMU's interrupt remapping.
+constexpr uint64_t max_qemu_vcpus = 255;
+// Firecracker's limit (vcpu_count in its API).
+constexpr uint64_t max_firecracker_vcpus = 32;
+
+template <class V>
+void describe(qemu_config& c, V& v) {
+  v.string("binary", c.binary, check_program);
+  v.string("kernel", c.kernel, check_optional_path);
+  v.string("initrd", c.initrd, check_optional_path);
+  v.enumeration("accel", c.accel);
+  v.enumeration("machine", c.machine);
+  v.uint("vcpus", c.vcpus, {1, max_qemu_vcpus});
+  v.uint("boot_timeout_ms", c.boot_timeout_ms, {100, hour_ms});
+}
+
+template <class V>
+void describe(firecracker_config& c, V& v) {
+  v.string("binary", c.binary, check_program);
+  v.string("jailer", c.jailer, check_optional_program);
+  v.string("kernel", c.kernel, check_optional_path);
+  v.string("initrd", c.initrd, check_optional_path);
+  v.uint("vcpus", c.vcpus, {1, max_firecracker_vcpus});
+  v.uint("boot_timeout_ms", c.boot_timeout_ms, {100, hour_ms});
+}
+
 template <class V>
 void describe(config& c, V& v) {
   v.string("instance", c.instance, check_instance);
@@ -317,6 +379,7 @@ void describe(config& c, V& v) {
   v.boolean("keep_workspaces", c.keep_workspaces);
   v.string("guest_binary", c.guest_binary, check_optional_path);
   v.enumeration("backend", c.backend);
+  v.enumeration_set("backends", c.backends);
   v.object("host", c.host);
   v.object("agents", c.agents);
   v.object("pool", c.pool);
@@ -324,6 +387,8 @@ void describe(config& c, V& v) {
   v.object("api", c.api);
   v.object("metrics", c.metrics);
   v.object("log", c.log);
+  v.object("qemu", c.qemu);
+  v.object("firecracker", c.firecracker);
 }
 
 // --- Parsing. ---
@@ -378,6 +443,39 @@ public:
       reader_.string(out, check);
   }
 
+  // A non-empty array of distinct enum names.
+  template <class E>
+  void enumeration_set(std::string_view name, std::vector<E>& out) {
+    if (!claim(name))
+      return;
+    od::array arr;
+    if (!reader_.array(arr))
+      return;
+    std::vector<E> xs;
+    json_read::for_each_element(
+      st_, arr, reader_.path(), [&](size_t, const std::string& path, od::value& val) {
+        value_reader r{st_, path, val};
+        size_t i = 0;
+        if (!r.enumeration(i, enum_names<E>::value))
+          return;
+        auto x = static_cast<E>(i);
+        if (std::find(xs.begin(), xs.end(), x) != xs.end())
+          r.fail(quote(enum_name(x)) + " is listed twice");
+        else
+          xs.push_back(x);
+      });
+    if (st_.failed())
+      return;
+    if (xs.empty()) {
+      std::string names;
+      for (auto n : enum_names<E>::value)
+        names += (names.empty() ? "" : ", ") + std::string{n};
+      reader_.fail("expected at least one of " + names + ", got []");
+      return;
+    }
+    out = std::move(xs);
+  }
+
   template <class S>
   void object(std::string_view name, S& out) {
     if (!claim(name))
@@ -416,6 +514,13 @@ void parse_members(parse_state& st, od::object& obj, const std::string& prefix,
 // Relations between keys, checked once every key has its final value.
 std::string cross_check(const config& c) {
   auto n = [](uint64_t x) { return std::to_string(x); };
+  if (std::find(c.backends.begin(), c.backends.end(), c.backend) == c.backends.end()) {
+    std::string listed;
+    for (auto b : c.backends)
+      listed += (listed.empty() ? "" : ", ") + quote(enum_name(b));
+    return "backends: expected to contain backend (" + quote(enum_name(c.backend)) + "), got ["
+           + listed + "]";
+  }
   const auto& a = c.agents;
   if (a.hang_timeout_ms <= a.heartbeat_ms)
     return "agents.hang_timeout_ms: expected more than agents.heartbeat_ms ("
@@ -486,6 +591,18 @@ public:
     append_quoted(out_, x);
   }
 
+  template <class E>
+  void enumeration_set(std::string_view name, std::vector<E>& xs) {
+    key(name);
+    out_ += '[';
+    for (size_t i = 0; i < xs.size(); ++i) {
+      if (i != 0)
+        out_ += ", ";
+      append_quoted(out_, enum_name(xs[i]));
+    }
+    out_ += ']';
+  }
+
   template <class S>
   void object(std::string_view name, S& x) {
     key(name);
@@ -518,6 +635,21 @@ std::string_view to_string(backend_kind x) {
   return enum_name(x);
 }
 
+std::string_view to_string(qemu_accel x) {
+  return enum_name(x);
+}
+
+std::string_view to_string(qemu_machine x) {
+  return enum_name(x);
+}
+
+std::optional<backend_kind> backend_from_string(std::string_view name) {
+  for (size_t i = 0; i < backend_names.size(); ++i)
+    if (backend_names[i] == name)
+      return static_cast<backend_kind>(i);
+  return std::nullopt;
+}
+
 std::string_view to_string(restart_strategy x) {
   return enum_name(x);
 }
@@ -541,6 +673,9 @@ result<config> parse_config(std::string_view json, std::string_view origin) {
     return error{std::move(msg), 0};
   };
   config cfg;
+  // Empty after the parse: the file has no `backends`, which then means
+  // just `backend` (whatever the file set it to).
+  cfg.backends.clear();
   auto msg = json_read::parse_root_object(
     json, " (write {} for all defaults)",
     [&](parse_state& st, od::object& root) {
@@ -548,6 +683,8 @@ result<config> parse_config(std::string_view json, std::string_view origin) {
     });
   if (!msg.empty())
     return failure(std::move(msg));
+  if (cfg.backends.empty())
+    cfg.backends.push_back(cfg.backend);
   if (auto why = cross_check(cfg); !why.empty())
     return failure(std::move(why));
   return cfg;

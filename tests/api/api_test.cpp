@@ -78,6 +78,12 @@ caf::behavior standin_spawner(caf::stateful_actor<standin_spawner_state>* self) 
       a.name = r.name;
       a.memory_limit_bytes = (r.memory_mb > 0 ? r.memory_mb : 256) << 20;
       a.restart = r.restart_set ? r.restart : restart_type::permanent;
+      // As the spawner: a name it does not run is refused, else shown.
+      if (r.backend == "firecracker")
+        return make_error(errc::bad_request,
+                          "backend \"firecracker\" is not enabled here (enabled: qemu, sandbox)");
+      if (!r.backend.empty())
+        a.backend = r.backend;
       return a;
     },
     [](list_atom) { return std::vector<agent_info>{sample_agent()}; },
@@ -440,6 +446,25 @@ TEST_CASE("bad JSON, a wrong type or a missing name is 400 naming the field "
   auto array = http(f, "POST", "/v1/agents", "[1,2]");
   CHECK(array.status == 400);
   CHECK(contains(array.body, "body: expected a JSON object"));
+}
+
+TEST_CASE("POST /v1/agents passes a known backend name on, and refuses others with 400 "
+          "(stand-in spawner)") {
+  fixture f;
+  auto q = http(f, "POST", "/v1/agents", R"({"name":"vm","backend":"qemu"})");
+  CHECK(q.status == 201);
+  CHECK(contains(q.body, R"("backend":"qemu")"));
+  for (auto body : {R"({"name":"x","backend":"vmware"})", R"({"name":"x","backend":""})",
+                    R"({"name":"x","backend":1})", R"({"name":"x","backend":["qemu"]})"}) {
+    auto r = http(f, "POST", "/v1/agents", body);
+    CHECK_MESSAGE(r.status == 400, body);
+    CHECK_MESSAGE(contains(r.body, R"(backend: expected \"sandbox\", \"qemu\" or \"firecracker\")"),
+                  r.body);
+  }
+  auto off = http(f, "POST", "/v1/agents", R"({"name":"x","backend":"firecracker"})");
+  CHECK(off.status == 400);
+  CHECK(contains(off.body, R"("code":"bad_request")"));
+  CHECK(contains(off.body, R"(backend \"firecracker\" is not enabled here (enabled: qemu, sandbox))"));
 }
 
 TEST_CASE("list, get and delete agents; unknown agents and routes are 404, wrong "

@@ -160,6 +160,13 @@ req "wrong type" 400 POST /v1/agents '{"name": "x", "memory_mb": "lots"}'
 body_has "wrong type" 'memory_mb'
 req "bad restart" 400 POST /v1/agents '{"name": "x", "restart": "sometimes"}'
 body_has "bad restart" 'restart'
+req "unknown backend" 400 POST /v1/agents '{"name": "x", "backend": "vmware"}'
+body_has "unknown backend" 'backend: expected'
+body_has "unknown backend" 'firecracker'
+req "backend not a string" 400 POST /v1/agents '{"name": "x", "backend": 1}'
+body_has "backend not a string" 'backend: expected'
+req "backend not enabled" 400 POST /v1/agents '{"name": "x", "backend": "qemu"}'
+body_has "backend not enabled" 'qemu\\" is not enabled here (enabled: sandbox)'
 req "tool args not an object" 400 POST "/v1/agents/$id/tools/read_file" '[1, 2]'
 req "unknown agent" 404 GET /v1/agents/nobody
 req "unknown agent tool" 404 POST /v1/agents/nobody/tools/read_file '{"path": "x"}'
@@ -194,7 +201,9 @@ metric_is "restart counted" "-eq 1" agentvisor_restarts_total
 metric_is "over budget refused" "-ge 1" agentvisor_governor_refusals_total 'reason="over_budget"'
 
 # --- the agent-count budget: 4 agents; a fifth waits, then 503 ----------------------------
-for n in 2 3 4; do req "create $n" 201 POST /v1/agents "{\"name\": \"n$n\"}"; done
+req "create 2 on the named backend" 201 POST /v1/agents '{"name": "n2", "backend": "sandbox"}'
+body_has "create 2 on the named backend" '"backend":"sandbox"'
+for n in 3 4; do req "create $n" 201 POST /v1/agents "{\"name\": \"n$n\"}"; done
 req "governor" 200 GET /v1/governor
 body_has "governor" '"queued"'
 req "fifth agent" 503 POST /v1/agents '{"name": "fifth"}'

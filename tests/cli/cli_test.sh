@@ -87,6 +87,26 @@ expect "defaults validate" 0 "$bin" config check "$tmp/defaults.json"
 expect "print-config applies flags" 0 "$bin" supervisor --listen 127.0.0.1:9999 --print-config
 stdout_has "print-config applies flags" "127.0.0.1:9999"
 
+# A backend this binary lacks fails the start (exit 1) naming it; a backend
+# built before it is ended again (no instance cgroup left).
+cat >"$tmp/qemu.json" <<JSON
+{"backend": "qemu", "instance": "cli-qemu-$$", "state_dir": "$tmp/state-qemu"}
+JSON
+expect "qemu not built" 1 "$bin" supervisor --config "$tmp/qemu.json"
+stderr_has "qemu not built" "the qemu backend is not built into this binary yet"
+expect "backends in print-config" 0 "$bin" supervisor --config "$tmp/qemu.json" --print-config
+stdout_has "backends in print-config" '"backends": \["qemu"\]'
+if [ "$(id -u)" -eq 0 ]; then
+  cat >"$tmp/fc.json" <<JSON
+{"backends": ["sandbox", "firecracker"], "instance": "cli-fc-$$", "state_dir": "$tmp/state-fc"}
+JSON
+  expect "firecracker not built" 1 "$bin" supervisor --config "$tmp/fc.json"
+  stderr_has "firecracker not built" "the firecracker backend is not built into this binary yet"
+  checks=$((checks + 1))
+  [ -z "$(find /sys/fs/cgroup -maxdepth 3 -name "cli-fc-$$" 2>/dev/null)" ] \
+    || fail "a failed start left the sandbox backend's cgroups"
+fi
+
 # A supervisor stops cleanly (exit 0) on SIGTERM and on SIGINT.
 # wait_for FILE PATTERN: up to 20 s for PATTERN to appear in FILE.
 wait_for() {

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -578,7 +579,9 @@ TEST_CASE("the defaults print as JSON that parses back to the defaults") {
                    "max_backoff_ms", "random_factor", "shutdown_timeout_ms",
                    "api", "listen", "token_file", "max_body_bytes", "metrics",
                    "enabled", "require_token", "per_agent", "max_agent_series",
-                   "log", "level", "format"})
+                   "log", "level", "format", "backends", "qemu", "firecracker", "binary",
+                   "jailer", "kernel", "initrd", "accel", "machine", "vcpus",
+                   "boot_timeout_ms"})
     CHECK_MESSAGE(contains(json, "\"" + std::string{key} + "\": "), key);
   CHECK(starts_with(json, "{\n  \"instance\": \"default\",\n"));
   CHECK(contains(json, "\n    \"random_factor\": 0.2,\n"));
@@ -592,6 +595,12 @@ TEST_CASE("any valid config survives a round trip through JSON") {
   c.state_dir = "/tmp/a \"quoted\" \\ dir\twith\ncontrol\x01 and \xc3\xa9";
   c.keep_workspaces = true;
   c.backend = backend_kind::qemu;
+  c.backends = {backend_kind::firecracker, backend_kind::qemu};
+  c.qemu = {.binary = "/opt/qemu/bin/qemu-system-x86_64", .kernel = "/boot/vmlinux",
+            .initrd = "/boot/initrd.img", .accel = qemu_accel::tcg,
+            .machine = qemu_machine::q35, .vcpus = 255, .boot_timeout_ms = 100};
+  c.firecracker = {.binary = "fc", .jailer = "/usr/bin/jailer", .kernel = "/k",
+                   .initrd = "", .vcpus = 32, .boot_timeout_ms = 3600000};
   c.host = {.memory_mb = 1 << 20, .cpus = 7, .max_agents = 99999, .pids = 64,
             .reserve_mb = 0, .pressure_high_water = 0.875, .min_available_mb = 0,
             .pressure_check_ms = 3600000, .max_queued = 0, .evict_timeout_ms = 100};
@@ -736,4 +745,123 @@ TEST_CASE("parse_host_port rejects malformed addresses naming the input") {
   CHECK(err("a/b:80") == "invalid address \"a/b:80\": invalid character '/' in host");
   CHECK(err("new\nline:1")
         == "invalid address \"new\\nline:1\": invalid byte 0x0a in host");
+}
+
+// --- backends -------------------------------------------------------------------
+
+TEST_CASE("backends defaults to the backend alone, whatever the file's backend") {
+  auto d = parse_config("{}");
+  REQUIRE(d.has_value());
+  CHECK(d->backends == std::vector<backend_kind>{backend_kind::sandbox});
+  CHECK(config{}.backends == std::vector<backend_kind>{backend_kind::sandbox});
+  auto q = parse_config(R"({"backend": "qemu"})");
+  REQUIRE(q.has_value());
+  CHECK(q->backends == std::vector<backend_kind>{backend_kind::qemu});
+  auto both = parse_config(R"({"backends": ["qemu", "sandbox"], "backend": "qemu"})");
+  REQUIRE_MESSAGE(both.has_value(), (both ? std::string{} : both.err().message));
+  CHECK(both->backend == backend_kind::qemu);
+  CHECK(both->backends == std::vector<backend_kind>{backend_kind::qemu, backend_kind::sandbox});
+  CHECK(contains(to_json(*both), "\"backends\": [\"qemu\", \"sandbox\"]"));
+  CHECK(contains(default_config_json(), "\"backends\": [\"sandbox\"],\n"));
+}
+
+TEST_CASE("a bad backends list names the key and the problem") {
+  CHECK(parse_error(R"({"backends": "sandbox"})")
+        == "backends: expected an array, got \"sandbox\"");
+  CHECK(parse_error(R"({"backends": []})")
+        == "backends: expected at least one of sandbox, qemu, firecracker, got []");
+  CHECK(parse_error(R"({"backends": ["sandbox", "vmware"]})")
+        == "backends[1]: expected one of sandbox, qemu, firecracker, got \"vmware\"");
+  CHECK(parse_error(R"({"backends": ["sandbox", 3]})")
+        == "backends[1]: expected one of sandbox, qemu, firecracker, got 3");
+  CHECK(parse_error(R"({"backends": ["qemu", "sandbox", "qemu"]})")
+        == "backends[2]: \"qemu\" is listed twice");
+  CHECK(parse_error(R"({"backends": ["qemu", "firecracker"]})")
+        == "backends: expected to contain backend (\"sandbox\"), got [\"qemu\", "
+           "\"firecracker\"]");
+  CHECK(parse_error(R"({"backend": "firecracker", "backends": ["sandbox"]})")
+        == "backends: expected to contain backend (\"firecracker\"), got [\"sandbox\"]");
+}
+
+TEST_CASE("backend names map both ways") {
+  for (auto x : {backend_kind::sandbox, backend_kind::qemu, backend_kind::firecracker})
+    CHECK(backend_from_string(to_string(x)) == x);
+  CHECK_FALSE(backend_from_string("Sandbox").has_value());
+  CHECK_FALSE(backend_from_string("").has_value());
+}
+
+TEST_CASE("the qemu and firecracker sections have their defaults and take every key") {
+  config d;
+  CHECK(d.qemu.binary == "qemu-system-x86_64");
+  CHECK(d.qemu.kernel.empty());
+  CHECK(d.qemu.initrd.empty());
+  CHECK(d.qemu.accel == qemu_accel::automatic);
+  CHECK(d.qemu.machine == qemu_machine::automatic);
+  CHECK(d.qemu.vcpus == 1);
+  CHECK(d.qemu.boot_timeout_ms == 60000);
+  CHECK(d.firecracker.binary == "firecracker");
+  CHECK(d.firecracker.jailer.empty());
+  CHECK(d.firecracker.vcpus == 1);
+  CHECK(d.firecracker.boot_timeout_ms == 10000);
+  CHECK(to_string(qemu_accel::automatic) == "auto");
+  CHECK(to_string(qemu_machine::microvm) == "microvm");
+
+  auto r = parse_config(R"({
+    "qemu": {"binary": "/usr/local/bin/qemu-system-x86_64", "kernel": "/srv/guest/vmlinux",
+             "initrd": "/srv/guest/initrd.img", "accel": "kvm", "machine": "microvm",
+             "vcpus": 2, "boot_timeout_ms": 5000},
+    "firecracker": {"binary": "/usr/bin/firecracker", "jailer": "jailer",
+                    "kernel": "/srv/guest/vmlinux", "initrd": "/srv/guest/initrd.img",
+                    "vcpus": 4, "boot_timeout_ms": 2000}
+  })");
+  REQUIRE_MESSAGE(r.has_value(), (r ? std::string{} : r.err().message));
+  CHECK(r->qemu.binary == "/usr/local/bin/qemu-system-x86_64");
+  CHECK(r->qemu.kernel == "/srv/guest/vmlinux");
+  CHECK(r->qemu.initrd == "/srv/guest/initrd.img");
+  CHECK(r->qemu.accel == qemu_accel::kvm);
+  CHECK(r->qemu.machine == qemu_machine::microvm);
+  CHECK(r->qemu.vcpus == 2);
+  CHECK(r->qemu.boot_timeout_ms == 5000);
+  CHECK(r->firecracker.binary == "/usr/bin/firecracker");
+  CHECK(r->firecracker.jailer == "jailer");
+  CHECK(r->firecracker.kernel == "/srv/guest/vmlinux");
+  CHECK(r->firecracker.initrd == "/srv/guest/initrd.img");
+  CHECK(r->firecracker.vcpus == 4);
+  CHECK(r->firecracker.boot_timeout_ms == 2000);
+  // Configuring a backend does not enable it.
+  CHECK(r->backends == std::vector<backend_kind>{backend_kind::sandbox});
+}
+
+TEST_CASE("bad qemu and firecracker values name their key") {
+  CHECK(parse_error(R"({"qemu": {"accel": "hvf"}})")
+        == "qemu.accel: expected one of auto, kvm, tcg, got \"hvf\"");
+  CHECK(parse_error(R"({"qemu": {"machine": "pc"}})")
+        == "qemu.machine: expected one of auto, microvm, q35, got \"pc\"");
+  CHECK(parse_error(R"({"qemu": {"vcpus": 0}})")
+        == "qemu.vcpus: expected an integer in 1..255, got 0");
+  CHECK(parse_error(R"({"qemu": {"vcpus": 256}})")
+        == "qemu.vcpus: expected an integer in 1..255, got 256");
+  CHECK(parse_error(R"({"qemu": {"boot_timeout_ms": 99}})")
+        == "qemu.boot_timeout_ms: expected an integer in 100..3600000, got 99");
+  CHECK(parse_error(R"({"qemu": {"binary": ""}})")
+        == "qemu.binary: expected a program name or an absolute path, got \"\"");
+  CHECK(parse_error(R"({"qemu": {"binary": "bin/qemu"}})")
+        == "qemu.binary: expected a program name or an absolute path, got \"bin/qemu\"");
+  CHECK(parse_error(R"({"qemu": {"kernel": "vmlinuz"}})")
+        == "qemu.kernel: expected an empty string or an absolute path, got \"vmlinuz\"");
+  CHECK(parse_error(R"({"qemu": {"initrd": 1}})")
+        == "qemu.initrd: expected a string, got 1");
+  CHECK(parse_error(R"({"qemu": {"memory_mb": 128}})") == "qemu.memory_mb: unknown key");
+  CHECK(parse_error(R"({"qemu": []})") == "qemu: expected an object, got [...]");
+  CHECK(parse_error(R"({"firecracker": {"vcpus": 33}})")
+        == "firecracker.vcpus: expected an integer in 1..32, got 33");
+  CHECK(parse_error(R"({"firecracker": {"boot_timeout_ms": 3600001}})")
+        == "firecracker.boot_timeout_ms: expected an integer in 100..3600000, got 3600001");
+  CHECK(parse_error(R"({"firecracker": {"jailer": "./jailer"}})")
+        == "firecracker.jailer: expected an empty string, a program name or an absolute path, "
+           "got \"./jailer\"");
+  CHECK(parse_error(R"({"firecracker": {"binary": "/"}})").empty()); // absolute: the backend checks it runs
+  CHECK(parse_error(R"({"firecracker": {"kernel": "k"}})")
+        == "firecracker.kernel: expected an empty string or an absolute path, got \"k\"");
+  CHECK(parse_error(R"({"firecracker": {"accel": "kvm"}})") == "firecracker.accel: unknown key");
 }

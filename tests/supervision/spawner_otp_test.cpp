@@ -11,6 +11,10 @@
 #include "resource_governor.hpp"
 
 #include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
 #include <set>
 
 using namespace agentvisor;
@@ -382,6 +386,57 @@ TEST_CASE_FIXTURE(test_fixture, "the warm pool hands out ready children and refi
   REQUIRE(all.size() == 2);
   CHECK(all[0].name == "w1");
   CHECK(all[1].name == "big");
+}
+
+TEST_CASE_FIXTURE(test_fixture, "an agent on another enabled backend gets its own machine, its spec naming that backend (test children)") {
+  opts.pool.warm = 1;
+  opts.backends = {backend_kind::sandbox, backend_kind::qemu};
+  // Which backend each spawned machine's spec names.
+  struct seen_t {
+    std::mutex m;
+    std::vector<std::string> backends;
+  };
+  auto seen = std::make_shared<seen_t>();
+  inner = [seen, orig = inner](caf::actor_system& s, const vm_options& o, const caf::actor& p) {
+    {
+      std::lock_guard<std::mutex> lock{seen->m};
+      seen->backends.push_back(o.spec.backend);
+    }
+    return orig(s, o, p);
+  };
+  start_spawner();
+  REQUIRE(eventually([&] { return ctl->ready_count() == 1; }));
+  // The pool runs on the default backend; a qemu agent is spawned cold.
+  agent_request q;
+  q.name = "vm";
+  q.backend = "qemu";
+  auto x = ask<agent_info>(start_atom::value, q);
+  REQUIRE_MESSAGE(x, sys.render(x.error()));
+  CHECK(log->spawns(x->id) == 1);
+  CHECK(log->total_spawns() == 2);
+  auto info = get(x->id);
+  REQUIRE(info);
+  CHECK(info->name == "vm");
+  {
+    std::lock_guard<std::mutex> lock{seen->m};
+    CHECK(seen->backends == std::vector<std::string>{"sandbox", "qemu"});
+  }
+  // A request for the default backend, named or not, takes the pool member.
+  agent_request d;
+  d.name = "sb";
+  d.backend = "sandbox";
+  auto y = ask<agent_info>(start_atom::value, d);
+  REQUIRE(y);
+  CHECK(y->backend == "sandbox");
+  CHECK(y->id == "a-1");
+  // Still refused: a backend that is not enabled.
+  agent_request f;
+  f.name = "fc";
+  f.backend = "firecracker";
+  auto z = ask<agent_info>(start_atom::value, f);
+  REQUIRE_FALSE(z);
+  CHECK(view(z.error()).message
+        == "backend \"firecracker\" is not enabled here (enabled: qemu, sandbox)");
 }
 
 TEST_CASE_FIXTURE(test_fixture, "pool members restart alone, even under one_for_all (test children)") {

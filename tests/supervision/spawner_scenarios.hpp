@@ -162,11 +162,15 @@ inline void scenario_bad_requests(spawner_fixture& f) {
     CHECK(view(x.error()).message.rfind(field, 0) == 0);
   };
   check(agent_request{}, "name");
-  check(agent_request{"has space", 0, 0, 0, restart_type::permanent, false}, "name");
-  check(agent_request{std::string(100, 'x'), 0, 0, 0, restart_type::permanent, false}, "name");
-  check(agent_request{"m", uint64_t{1} << 40, 0, 0, restart_type::permanent, false}, "memory_mb");
-  check(agent_request{"p", 0, 1u << 30, 0, restart_type::permanent, false}, "pids");
-  check(agent_request{"c", 0, 0, 20000, restart_type::permanent, false}, "cpu_weight");
+  check(agent_request{"has space", 0, 0, 0, restart_type::permanent, false, {}}, "name");
+  check(agent_request{std::string(100, 'x'), 0, 0, 0, restart_type::permanent, false, {}}, "name");
+  check(agent_request{"m", uint64_t{1} << 40, 0, 0, restart_type::permanent, false, {}}, "memory_mb");
+  check(agent_request{"p", 0, 1u << 30, 0, restart_type::permanent, false, {}}, "pids");
+  check(agent_request{"c", 0, 0, 20000, restart_type::permanent, false, {}}, "cpu_weight");
+  check(agent_request{"b", 0, 0, 0, restart_type::permanent, false, "vmware"},
+        "backend: expected one of sandbox, qemu, firecracker, got \"vmware\"");
+  check(agent_request{"b", 0, 0, 0, restart_type::permanent, false, "qemu"},
+        "backend \"qemu\" is not enabled here (enabled: sandbox)");
   CHECK(f.log->total_spawns() == 0);
   CHECK(view(f.get("a-99").error()).code == errc::not_found);
   CHECK(view(f.call("a-99", tool_call{}).error()).code == errc::not_found);

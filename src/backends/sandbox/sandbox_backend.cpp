@@ -320,7 +320,7 @@ struct backend_state {
   /// Owners this actor monitors: an owner that dies takes its agents with it.
   std::set<caf::actor_addr> monitored;
   /// Chaos: spawns still to fail or delay, and the spawns being delayed.
-  spawn_fault armed{0, true, 0};
+  spawn_fault armed{0, true, 0, {}};
   std::map<uint64_t, queued_spawn> delayed;
   static inline const char* name = "sandbox_backend";
 
