@@ -17,6 +17,8 @@
 
 #include "api.hpp"
 #include "backend_router.hpp"
+#include "firecracker_backend.hpp"
+#include "qemu_backend.hpp"
 #include "resource_governor.hpp"
 #include "sandbox_backend.hpp"
 #include "spawner.hpp"
@@ -26,6 +28,7 @@
 #include <sys/resource.h>
 
 #include <array>
+#include <filesystem>
 #include <csignal>
 #include <cstring>
 
@@ -129,20 +132,54 @@ result<backend_actor> build_sandbox(caf::actor_system& sys, io::io_thread& io, c
   return sandbox::spawn_sandbox_backend(sys, io, std::move(*host));
 }
 
-/// A backend whose code this binary does not have (yet).
-template <backend_kind K>
-result<backend_actor> not_built(caf::actor_system&, io::io_thread&, const config&) {
-  return error{"the " + std::string{to_string(K)} + " backend is not built into this binary yet"};
+/// The running executable: the guest image is found relative to it.
+std::string self_exe() {
+  std::error_code ec;
+  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string{} : p.string();
 }
 
-/// One factory per backend_kind, in the enum's order. A backend plugs in by
-/// replacing its not_built entry, e.g. for qemu:
-///   [](caf::actor_system& sys, io::io_thread& io, const config& c) {
-///     return qemu::spawn_qemu_backend(sys, io, qemu::backend_options_from(c)); },
+result<backend_actor> build_qemu(caf::actor_system& sys, io::io_thread& io, const config& cfg) {
+  qemu::backend_options o;
+  o.instance = cfg.instance;
+  o.state_dir = cfg.state_dir;
+  o.binary = cfg.qemu.binary;
+  o.kernel = cfg.qemu.kernel;
+  o.initrd = cfg.qemu.initrd;
+  o.accel = to_string(cfg.qemu.accel);
+  o.machine = to_string(cfg.qemu.machine);
+  o.vcpus = cfg.qemu.vcpus;
+  o.boot_timeout_ms = cfg.qemu.boot_timeout_ms;
+  o.allow_faults = cfg.agents.allow_faults;
+  auto host = qemu::check_host(o, self_exe());
+  if (!host)
+    return host.err();
+  spdlog::info("qemu backend: {} -M {} -accel {}, kernel {}", host->binary, host->machine,
+               host->accel, host->kernel);
+  return qemu::spawn_qemu_backend(sys, io, o, *host);
+}
+
+result<backend_actor> build_firecracker(caf::actor_system& sys, io::io_thread& io,
+                                        const config& cfg) {
+  firecracker::backend_options o;
+  o.instance = cfg.instance;
+  o.state_dir = cfg.state_dir;
+  o.binary = cfg.firecracker.binary;
+  o.jailer = cfg.firecracker.jailer;
+  auto dir = qemu::default_image_dir(self_exe());
+  o.kernel = cfg.firecracker.kernel.empty() ? dir + "/vmlinux" : cfg.firecracker.kernel;
+  o.initrd = cfg.firecracker.initrd.empty() ? dir + "/initrd.img" : cfg.firecracker.initrd;
+  o.vcpus = cfg.firecracker.vcpus;
+  o.boot_timeout_ms = cfg.firecracker.boot_timeout_ms;
+  o.allow_faults = cfg.agents.allow_faults;
+  return firecracker::spawn_firecracker_backend(sys, io, std::move(o));
+}
+
+/// One factory per backend_kind, in the enum's order.
 constexpr std::array<backend_factory, 3> backend_factories{
   build_sandbox,
-  not_built<backend_kind::qemu>,
-  not_built<backend_kind::firecracker>,
+  build_qemu,
+  build_firecracker,
 };
 static_assert(static_cast<std::size_t>(backend_kind::firecracker) + 1 == backend_factories.size());
 
