@@ -10,11 +10,14 @@
 
 #include "api.hpp"
 
+#include "agentvisor/chaos.hpp"
 #include "agentvisor/io.hpp"
 #include "agentvisor/json.hpp"
+#include "agentvisor/log.hpp"
 #include "agentvisor/messages.hpp"
 #include "agentvisor/token.hpp"
 #include "io/http.hpp"
+#include "spawner.hpp"
 
 #include <caf/all.hpp>
 
@@ -26,6 +29,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unistd.h>
+
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -34,6 +39,9 @@ namespace agentvisor {
 namespace {
 
 using steady = std::chrono::steady_clock;
+
+/// Self-message: a GET /v1/events long poll's wait is over.
+using events_wait_atom = caf::atom_constant<caf::atom("api_evwait")>;
 
 // --- JSON answers --------------------------------------------------------------
 
@@ -74,6 +82,7 @@ http::response from_error(const caf::error& err) {
 std::string_view http_code_name(int status) {
   switch (status) {
     case 400: return "bad_request";
+    case 403: return "forbidden";
     case 408: return "request_timeout";
     case 413: return "body_too_large";
     case 431: return "headers_too_large";
@@ -238,6 +247,88 @@ field_error parse_agent_request(simdjson::dom::parser& parser, std::string_view 
   return std::nullopt;
 }
 
+/// POST /v1/agents/{id}/faults: {"kind": K, "duration_ms": N, "how": "exit"|"abort"}.
+struct fault_order {
+  chaos::fault_kind kind = chaos::fault_kind::kill;
+  uint32_t duration_ms = 1000;
+  bool abort = false; ///< crash: abort() instead of exit(3)
+};
+
+field_error parse_fault_order(simdjson::dom::parser& parser, std::string_view body,
+                              fault_order& out) {
+  simdjson::dom::element doc;
+  if (auto e = parser.parse(body.data(), body.size()).get(doc))
+    return std::string{"body: invalid JSON ("} + simdjson::error_message(e) + ")";
+  simdjson::dom::object obj;
+  if (doc.get_object().get(obj) != simdjson::SUCCESS)
+    return std::string{"body: expected a JSON object"};
+  bool has_kind = false, has_duration = false, has_how = false;
+  for (auto field : obj) {
+    auto key = field.key;
+    auto v = field.value;
+    if (key == "kind") {
+      std::string_view k;
+      std::optional<chaos::fault_kind> kind;
+      if (v.get_string().get(k) == simdjson::SUCCESS)
+        kind = chaos::fault_kind_from(k);
+      if (!kind)
+        return "kind: unknown fault kind " + (v.is_string() ? "\"" + std::string{k} + "\"" : std::string{"(not a string)"})
+               + " (one of " + chaos::fault_kind_list() + ")";
+      if (*kind == chaos::fault_kind::governor_pressure)
+        return std::string{"kind: governor_pressure has no target agent: POST /v1/governor/pressure"};
+      out.kind = *kind;
+      has_kind = true;
+    } else if (key == "duration_ms") {
+      uint64_t x = 0;
+      if (auto e = positive(v, key, 3600000, x))
+        return e;
+      out.duration_ms = static_cast<uint32_t>(x);
+      has_duration = true;
+    } else if (key == "how") {
+      std::string_view h;
+      if (v.get_string().get(h) != simdjson::SUCCESS || (h != "exit" && h != "abort"))
+        return std::string{"how: expected \"exit\" or \"abort\""};
+      out.abort = h == "abort";
+      has_how = true;
+    } else {
+      return std::string{key} + ": unknown field";
+    }
+  }
+  if (!has_kind)
+    return std::string{"kind: required"};
+  if (has_duration && !chaos::has_duration(out.kind))
+    return "duration_ms: only for partition, slow_spawn, cpu_hog (not " + std::string{chaos::to_string(out.kind)} + ")";
+  if (has_how && out.kind != chaos::fault_kind::crash)
+    return std::string{"how: only for kind crash"};
+  return std::nullopt;
+}
+
+/// POST /v1/governor/pressure: {"duration_ms": N, "memory_bytes": M}.
+field_error parse_pressure(simdjson::dom::parser& parser, std::string_view body,
+                           uint32_t& duration_ms, uint64_t& memory_bytes) {
+  simdjson::dom::element doc;
+  if (auto e = parser.parse(body.data(), body.size()).get(doc))
+    return std::string{"body: invalid JSON ("} + simdjson::error_message(e) + ")";
+  simdjson::dom::object obj;
+  if (doc.get_object().get(obj) != simdjson::SUCCESS)
+    return std::string{"body: expected a JSON object"};
+  for (auto field : obj) {
+    uint64_t x = 0;
+    if (field.key == "duration_ms") {
+      if (auto e = positive(field.value, field.key, 3600000, x))
+        return e;
+      duration_ms = static_cast<uint32_t>(x);
+    } else if (field.key == "memory_bytes") {
+      if (auto e = positive(field.value, field.key, uint64_t{1} << 50, x))
+        return e;
+      memory_bytes = x;
+    } else {
+      return std::string{field.key} + ": unknown field";
+    }
+  }
+  return std::nullopt;
+}
+
 /// A tool call from its path segment, query and body (the arguments).
 field_error parse_tool_call(simdjson::dom::parser& parser, const http::request& req,
                             std::string tool, tool_call& out) {
@@ -272,6 +363,28 @@ field_error parse_tool_call(simdjson::dom::parser& parser, const http::request& 
         return std::string{"timeout_ms: expected a positive integer of milliseconds"};
       out.timeout_ms = ms;
     } // other parameters are ignored, as HTTP servers usually do
+  }
+  return std::nullopt;
+}
+
+/// The value of query parameter `name` as an unsigned integer; nullopt when
+/// absent; an error text when present but not a plain integer.
+std::optional<uint64_t> query_uint(std::string_view q, std::string_view name, field_error& err) {
+  while (!q.empty()) {
+    auto amp = q.find('&');
+    auto pair = q.substr(0, amp);
+    q = amp == std::string_view::npos ? std::string_view{} : q.substr(amp + 1);
+    auto eq = pair.find('=');
+    if (pair.substr(0, eq) != name)
+      continue;
+    auto val = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+    uint64_t x = 0;
+    auto [end, ec] = std::from_chars(val.data(), val.data() + val.size(), x);
+    if (ec != std::errc{} || end != val.data() + val.size() || val.empty()) {
+      err = std::string{name} + ": expected a non-negative integer";
+      return std::nullopt;
+    }
+    return x;
   }
   return std::nullopt;
 }
@@ -315,6 +428,21 @@ struct connection {
   bool closing = false;
 };
 
+/// One agent_event kept for GET /v1/events.
+struct stored_event {
+  uint64_t seq = 0;
+  int64_t ts_ms = 0; ///< Unix time in ms (the event's steady time mapped)
+  agent_event ev;
+};
+
+/// A GET /v1/events waiting for an event newer than `after`.
+struct event_waiter {
+  uint64_t id = 0;
+  io::handle_id cid = 0;
+  uint64_t seq = 0;
+  uint64_t after = 0;
+};
+
 struct api_state {
   io::io_thread* io = nullptr;
   api_options opts;
@@ -327,6 +455,11 @@ struct api_state {
   std::vector<caf::response_promise> port_waiters;
   std::unordered_map<io::handle_id, connection> conns;
   simdjson::dom::parser json;
+  /// The newest opts.event_ring agent_events, oldest first; seq from 1.
+  std::deque<stored_event> events;
+  uint64_t last_event_seq = 0;
+  std::vector<event_waiter> waiters;
+  uint64_t next_waiter = 1;
 
   api_state() = default;
   api_state(const api_state&) = delete;
@@ -484,6 +617,268 @@ void call_tool(api_actor* self, io::handle_id cid, uint64_t seq, const http::req
     std::move(id), std::move(call));
 }
 
+// --- Faults (chaos) ----------------------------------------------------------------
+
+/// 403 unless agents.allow_faults: a fault ends or burdens an agent.
+bool faults_allowed(api_actor* self, io::handle_id cid, uint64_t seq) {
+  if (self->state.opts.agents.allow_faults)
+    return true;
+  answer(self, cid, seq,
+         error_response(403, "faults_disabled",
+                        "fault injection is off: start the supervisor with agents.allow_faults = "
+                        "true"));
+  return false;
+}
+
+std::string fault_json(std::string_view agent, chaos::fault_kind kind, std::string_view outcome) {
+  std::string out;
+  json::writer w(out);
+  w.begin_object().field("agent", agent).field("kind", chaos::to_string(kind))
+    .field("outcome", outcome).end_object();
+  return out;
+}
+
+/// The fault through the spawner's fault route (as the in-process chaos
+/// runner sends it): 202 once the spawner answered; a fault that took its
+/// agent down before the answer (agent_down) landed too.
+void fault_via_spawner(api_actor* self, io::handle_id cid, uint64_t seq, std::string id,
+                       chaos::fault_kind kind, fault_request f) {
+  auto& st = self->state;
+  auto timeout = std::chrono::milliseconds{f.ms} + st.opts.request_timeout;
+  self->request(st.spawner, timeout, fault_atom::value, id, std::move(f))
+    .then(
+      [self, cid, seq, id, kind](tool_result&) {
+        answer(self, cid, seq, json_response(202, fault_json(id, kind, "injected")));
+      },
+      [self, cid, seq, id, kind](caf::error& err) {
+        if (view(err).code == errc::agent_down)
+          answer(self, cid, seq, json_response(202, fault_json(id, kind, "agent_down")));
+        else
+          answer(self, cid, seq, from_error(err));
+      });
+}
+
+/// POST /v1/agents/{id}/faults: the paths of docs/chaos.md, "Running".
+void inject_fault(api_actor* self, io::handle_id cid, uint64_t seq, const http::request& req,
+                  std::string id) {
+  auto& st = self->state;
+  if (!faults_allowed(self, cid, seq))
+    return;
+  fault_order o;
+  if (auto e = parse_fault_order(st.json, req.body, o)) {
+    answer(self, cid, seq, error_response(400, "bad_request", *e));
+    return;
+  }
+  if (!st.spawner) {
+    answer(self, cid, seq, error_response(503, "unavailable", "the spawner is not running"));
+    return;
+  }
+  using chaos::fault_kind;
+  switch (o.kind) {
+    case fault_kind::kill: return fault_via_spawner(self, cid, seq, id, o.kind, {"kill", 0, 0, {}});
+    case fault_kind::hang: return fault_via_spawner(self, cid, seq, id, o.kind, {"hang", 0, 0, {}});
+    case fault_kind::partition:
+      return fault_via_spawner(self, cid, seq, id, o.kind, {"partition", 0, o.duration_ms, {}});
+    case fault_kind::crash:
+      return fault_via_spawner(self, cid, seq, id, o.kind,
+                               o.abort ? fault_request{"abort", 0, 0, {}}
+                                       : fault_request{"exit", 3, 0, {}});
+    case fault_kind::oom: return fault_via_spawner(self, cid, seq, id, o.kind, {"oom", 0, 0, {}});
+    case fault_kind::cpu_hog:
+      return fault_via_spawner(self, cid, seq, id, o.kind, {"cpu_hog", 0, o.duration_ms, {}});
+    case fault_kind::disk_fill:
+      return fault_via_spawner(self, cid, seq, id, o.kind, {"disk_fill", 0, 0, {}});
+    case fault_kind::fork_bomb:
+      return fault_via_spawner(self, cid, seq, id, o.kind, {"fork_bomb", 0, 0, {}});
+    case fault_kind::spawn_failure:
+    case fault_kind::slow_spawn: break;
+    case fault_kind::governor_pressure: return; // refused by the parser
+  }
+  // Arm the backend, then kill the target so that its restart is the spawn
+  // that fails or waits. The agent is looked up first: an armed fault with
+  // no kill behind it would wait for that agent's next spawn.
+  if (!st.opts.backend) {
+    answer(self, cid, seq, error_response(503, "unavailable", "no backend to arm"));
+    return;
+  }
+  spawn_fault sf{1, o.kind == fault_kind::spawn_failure,
+                 o.kind == fault_kind::slow_spawn ? o.duration_ms : 0, {}, id};
+  auto to = st.opts.request_timeout;
+  self->request(st.spawner, to, get_atom::value, id)
+    .then(
+      [self, cid, seq, id, sf, kind = o.kind, to](agent_info&) {
+        self->request(self->state.opts.backend, to, spawn_fault_atom::value, sf)
+          .then(
+            [self, cid, seq, id, kind](uint32_t) {
+              if (auto& m = self->state.opts.metrics)
+                m->fault_injected(metrics::fault_kind_from(chaos::to_string(kind)));
+              fault_via_spawner(self, cid, seq, id, kind, {"kill", 0, 0, {}});
+            },
+            [self, cid, seq](caf::error& err) { answer(self, cid, seq, from_error(err)); });
+      },
+      [self, cid, seq](caf::error& err) { answer(self, cid, seq, from_error(err)); });
+}
+
+/// POST /v1/governor/pressure: the memory budget shrinks for duration_ms,
+/// to memory_bytes or, by default, half of what the agents use now.
+void governor_pressure(api_actor* self, io::handle_id cid, uint64_t seq,
+                       const http::request& req) {
+  auto& st = self->state;
+  if (!faults_allowed(self, cid, seq))
+    return;
+  uint32_t ms = 1000;
+  uint64_t bytes = 0;
+  if (auto e = parse_pressure(st.json, req.body, ms, bytes)) {
+    answer(self, cid, seq, error_response(400, "bad_request", *e));
+    return;
+  }
+  if (!st.governor) {
+    answer(self, cid, seq, error_response(503, "unavailable", "the resource governor is not running"));
+    return;
+  }
+  auto apply = [self, cid, seq, ms](uint64_t budget) {
+    self->request(self->state.governor, self->state.opts.request_timeout, pressure_atom::value,
+                  budget, ms)
+      .then(
+        [self, cid, seq, ms, budget] {
+          std::string out;
+          json::writer w(out);
+          w.begin_object().field("kind", "governor_pressure").field("memory_bytes", budget)
+            .field("duration_ms", ms).field("outcome", "injected").end_object();
+          answer(self, cid, seq, json_response(202, std::move(out)));
+        },
+        [self, cid, seq](caf::error& err) { answer(self, cid, seq, from_error(err)); });
+  };
+  if (bytes > 0)
+    return apply(bytes);
+  self->request(st.governor, st.opts.request_timeout, get_atom::value)
+    .then(
+      [apply](governor_state& g) {
+        apply(std::max<uint64_t>(g.memory_in_use_bytes / 2, 1 << 20));
+      },
+      [self, cid, seq](caf::error& err) { answer(self, cid, seq, from_error(err)); });
+}
+
+// --- Events (long poll) ----------------------------------------------------------
+
+/// The answer to a GET /v1/events with `after`: the events newer than it
+/// (at most 1000), the seq to ask after next, and how many the ring lost.
+http::response events_answer(const api_state& st, uint64_t after) {
+  std::string out;
+  json::writer w(out);
+  uint64_t lost = 0;
+  if (!st.events.empty() && after + 1 < st.events.front().seq)
+    lost = st.events.front().seq - after - 1;
+  uint64_t next = std::min(after, st.last_event_seq);
+  w.begin_object().key("events").begin_array();
+  std::size_t n = 0;
+  for (const auto& e : st.events) {
+    if (e.seq <= after)
+      continue;
+    if (++n > 1000)
+      break;
+    w.begin_object()
+      .field("seq", e.seq)
+      .field("ts_ms", static_cast<long long>(e.ts_ms))
+      .field("agent", e.ev.agent_id)
+      .field("machine", e.ev.machine)
+      .field("kind", e.ev.kind == agent_event_kind::down ? "down" : "ready")
+      .field("reason", e.ev.reason)
+      .field("detail", e.ev.detail)
+      .field("restarts", e.ev.restarts)
+      .field("failures", e.ev.failures)
+      .end_object();
+    next = e.seq;
+  }
+  w.end_array().field("next", next).field("lost", lost).end_object();
+  return json_response(200, std::move(out));
+}
+
+void get_events(api_actor* self, io::handle_id cid, uint64_t seq, const http::request& req) {
+  auto& st = self->state;
+  field_error err;
+  auto after = query_uint(req.query, "after", err).value_or(0);
+  auto wait = query_uint(req.query, "wait_ms", err).value_or(0);
+  if (err) {
+    answer(self, cid, seq, error_response(400, "bad_request", *err));
+    return;
+  }
+  bool newer = st.last_event_seq > after;
+  // A client that lost events must hear it at once, not after the wait.
+  if (newer || wait == 0) {
+    answer(self, cid, seq, events_answer(st, after));
+    return;
+  }
+  auto ms = std::min(std::chrono::milliseconds{wait}, st.opts.max_event_wait);
+  auto id = st.next_waiter++;
+  st.waiters.push_back(event_waiter{id, cid, seq, after});
+  self->delayed_send(self, ms, events_wait_atom::value, id);
+}
+
+void on_agent_event(api_actor* self, const agent_event& ev) {
+  auto& st = self->state;
+  // steady time -> Unix time, so that a client in another process (or on
+  // another host) can place it.
+  auto age = steady::now() - steady::time_point{std::chrono::nanoseconds{ev.at_ns}};
+  auto wall = std::chrono::system_clock::now() - age;
+  auto ts_ms = std::chrono::duration_cast<std::chrono::milliseconds>(wall.time_since_epoch()).count();
+  st.events.push_back(stored_event{++st.last_event_seq, ts_ms, ev});
+  while (st.events.size() > std::max<std::size_t>(st.opts.event_ring, 1))
+    st.events.pop_front();
+  auto waiters = std::move(st.waiters);
+  st.waiters.clear();
+  for (const auto& w : waiters)
+    answer(self, w.cid, w.seq, events_answer(st, w.after));
+}
+
+// --- The supervisor's settings -----------------------------------------------------
+
+void get_supervisor(api_actor* self, io::handle_id cid, uint64_t seq) {
+  auto& st = self->state;
+  if (!st.spawner) {
+    answer(self, cid, seq, error_response(503, "unavailable", "the spawner is not running"));
+    return;
+  }
+  self->request(st.spawner, st.opts.request_timeout, calls_atom::value)
+    .then(
+      [self, cid, seq](uint64_t received, uint64_t answered) {
+        const auto& o = self->state.opts;
+        std::string out;
+        json::writer w(out);
+        w.begin_object()
+          .field("instance", o.instance)
+          .field("pid", static_cast<long long>(::getpid()))
+          .key("agents").begin_object()
+          .field("memory_mb", o.agents.memory_mb)
+          .field("pids", o.agents.pids)
+          .field("cpu_weight", o.agents.cpu_weight)
+          .field("workspace_mb", o.agents.workspace_mb)
+          .field("heartbeat_ms", o.agents.heartbeat_ms)
+          .field("hang_timeout_ms", o.agents.hang_timeout_ms)
+          .field("max_calls_in_flight", o.agents.max_calls_in_flight)
+          .field("ready_timeout_ms", o.agents.ready_timeout_ms)
+          .field("allow_faults", o.agents.allow_faults)
+          .end_object()
+          .key("supervision").begin_object()
+          .field("strategy", to_string(o.supervision.strategy))
+          .field("restart", to_string(o.supervision.restart))
+          .field("max_restarts", o.supervision.max_restarts)
+          .field("period_ms", o.supervision.period_ms)
+          .field("min_backoff_ms", o.supervision.min_backoff_ms)
+          .field("max_backoff_ms", o.supervision.max_backoff_ms)
+          .field("random_factor", o.supervision.random_factor)
+          .field("shutdown_timeout_ms", o.supervision.shutdown_timeout_ms)
+          .end_object()
+          .key("calls").begin_object()
+          .field("received", received)
+          .field("answered", answered)
+          .end_object()
+          .end_object();
+        answer(self, cid, seq, json_response(200, std::move(out)));
+      },
+      [self, cid, seq](caf::error& err) { answer(self, cid, seq, from_error(err)); });
+}
+
 void route_agents(api_actor* self, io::handle_id cid, uint64_t seq, const http::request& req,
                   const std::vector<std::string_view>& seg) {
   auto& st = self->state;
@@ -516,6 +911,13 @@ void route_agents(api_actor* self, io::handle_id cid, uint64_t seq, const http::
   if (seg.size() == 5 && !id.empty() && seg[3] == "tools" && !seg[4].empty()) {
     if (req.method == "POST")
       call_tool(self, cid, seq, req, std::move(id), std::string{seg[4]});
+    else
+      answer(self, cid, seq, method_not_allowed("POST"));
+    return;
+  }
+  if (seg.size() == 4 && !id.empty() && seg[3] == "faults") {
+    if (req.method == "POST")
+      inject_fault(self, cid, seq, req, std::move(id));
     else
       answer(self, cid, seq, method_not_allowed("POST"));
     return;
@@ -558,6 +960,21 @@ void dispatch(api_actor* self, io::handle_id cid, uint64_t seq, const http::requ
         self, st.governor, "the resource governor", st.opts.request_timeout, cid, seq,
         [](const governor_state& g) { return json_response(200, governor_json(g)); },
         get_atom::value);
+    else
+      answer(self, cid, seq, method_not_allowed("GET, HEAD"));
+  } else if (seg.size() == 3 && seg[0] == "v1" && seg[1] == "governor" && seg[2] == "pressure") {
+    if (req.method == "POST")
+      governor_pressure(self, cid, seq, req);
+    else
+      answer(self, cid, seq, method_not_allowed("POST"));
+  } else if (seg.size() == 2 && seg[0] == "v1" && seg[1] == "events") {
+    if (is_get(req))
+      get_events(self, cid, seq, req);
+    else
+      answer(self, cid, seq, method_not_allowed("GET, HEAD"));
+  } else if (seg.size() == 2 && seg[0] == "v1" && seg[1] == "supervisor") {
+    if (is_get(req))
+      get_supervisor(self, cid, seq);
     else
       answer(self, cid, seq, method_not_allowed("GET, HEAD"));
   } else {
@@ -682,6 +1099,15 @@ caf::behavior api_impl(api_actor* self, io::io_thread* io, api_options opts,
   // closes an idle connection at most 25 % late.
   auto period = std::max(std::chrono::milliseconds{10}, st.opts.idle_timeout / 4);
   st.sweep = io->start_timer(me, period, period);
+  // Every agent's downs and (re)starts, for GET /v1/events. A spawner that
+  // does not take observers answers with an error message (CAF 0.17 sends
+  // a handler's result back even for a plain send): that must not end the
+  // API, whose own requests all carry their error handlers.
+  self->set_error_handler([](caf::error& err) {
+    spdlog::warn("api: an unsolicited error: {}", caf::to_string(err));
+  });
+  if (st.spawner)
+    self->send(st.spawner, observe_atom::value, me);
   return {
     [self](get_atom) -> caf::result<uint16_t> {
       auto& s = self->state;
@@ -705,6 +1131,17 @@ caf::behavior api_impl(api_actor* self, io::io_thread* io, api_options opts,
         sweep(self);
     },
     [self](const io::io_failed& f) { on_failed(self, f); },
+    [self](const agent_event& ev) { on_agent_event(self, ev); },
+    [self](events_wait_atom, uint64_t id) {
+      auto& s = self->state;
+      auto it = std::find_if(s.waiters.begin(), s.waiters.end(),
+                             [id](const event_waiter& w) { return w.id == id; });
+      if (it == s.waiters.end())
+        return; // answered by an event already
+      auto w = *it;
+      s.waiters.erase(it);
+      answer(self, w.cid, w.seq, events_answer(s, w.after));
+    },
   };
 }
 

@@ -3,8 +3,12 @@
 /// http-parser. docs/api.md lists the routes, bodies and statuses.
 ///
 /// It owns no agent state: every route is a request to the spawner or the
-/// governor, whose errc errors map to HTTP statuses.
+/// governor (the fault routes also the backend), whose errc errors map to
+/// HTTP statuses. The one thing it keeps is a bounded ring of the spawner's
+/// agent_events (it observes the spawner from its start) for the long poll
+/// GET /v1/events.
 
+#include "agentvisor/backend.hpp"
 #include "agentvisor/config.hpp"
 #include "agentvisor/metrics.hpp"
 
@@ -48,6 +52,22 @@ struct api_options {
   /// ?timeout_ms=N waits N ms plus call_margin instead.
   std::chrono::milliseconds request_timeout{35000};
   std::chrono::milliseconds call_margin{5000};
+
+  /// What GET /v1/supervisor reports (the remote chaos runner compares it
+  /// with a scenario's overrides), and agents.allow_faults: without it the
+  /// fault routes answer 403.
+  std::string instance;
+  agent_defaults agents;
+  supervision_config supervision;
+  /// Armed by the spawn_failure and slow_spawn faults; invalid: those two
+  /// answer 503.
+  backend_actor backend;
+  /// GET /v1/events keeps the newest this many agent_events (older ones
+  /// are reported as "lost" to a client that asks for them).
+  std::size_t event_ring = 4096;
+  /// The longest a GET /v1/events may wait for a new event (wait_ms is
+  /// capped to this).
+  std::chrono::milliseconds max_event_wait{30000};
 };
 
 /// Starts listening; the actor answers (get_atom) with the bound port

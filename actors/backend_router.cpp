@@ -114,6 +114,10 @@ backend_actor::behavior_type router_impl(self_ptr self, backend_router_options o
       self->send(target(self, id), signal_atom::value, std::move(id), sig);
     },
     [=](spawn_fault_atom, spawn_fault& f) -> caf::result<uint32_t> {
+      // A fault for one agent goes where that agent runs.
+      if (f.backend.empty() && !f.agent.empty())
+        if (auto r = self->state.routes.find(f.agent); r != self->state.routes.end())
+          f.backend = r->second.backend;
       auto b = pick(self, f.backend);
       if (!b)
         return std::move(b.error());

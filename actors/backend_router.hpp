@@ -15,7 +15,8 @@
 ///       goes to the default backend, which treats it as it would have
 ///       without a router (ignores it, or answers usage with "no agent").
 ///   (spawn_fault_atom, spawn_fault) -> uint32_t: to the backend named by
-///       spawn_fault.backend (empty: the default), delegated; a name not
+///       spawn_fault.backend (empty: the backend of spawn_fault.agent, else
+///       the default), delegated; a name not
 ///       enabled is refused as for spawn.
 ///
 /// Routes (agent id -> backend) live from the spawn until the spawn's owner

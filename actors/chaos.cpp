@@ -4,6 +4,7 @@
 
 #include "chaos.hpp"
 
+#include "chaos_remote.hpp"
 #include "spawner.hpp"
 
 #include "agentvisor/log.hpp"
@@ -38,6 +39,8 @@ using settle_tick_atom = caf::atom_constant<caf::atom("ch_settle")>;
 constexpr auto load_tick = milliseconds(10);
 /// Answers to calls and faults may take this much beyond their own timeout.
 constexpr auto margin = milliseconds(5000);
+/// How often a fault held for a target that is not ready looks again.
+constexpr auto hold_tick = milliseconds(50);
 
 struct runner_state {
   chaos_context ctx;
@@ -200,13 +203,51 @@ void pressure(self_ptr self, std::size_t i) {
       [self, i](caf::error& err) { skip(self, i, caf::to_string(err)); });
 }
 
+/// A remote run: the fault by its kind through the supervisor's fault
+/// routes, which take the same paths as the functions above.
+void via_remote(self_ptr self, std::size_t i) {
+  auto& st = self->state;
+  const auto& f = record_of(self, i).fault;
+  auto timeout = milliseconds(uint64_t{f.duration_ms} + st.opts.scenario.call_timeout_ms)
+                 + margin + milliseconds(60000);
+  auto on_error = [self, i](caf::error& err) {
+    auto& r = record_of(self, i);
+    if (!r.down_reason && view(err).code != errc::agent_down)
+      skip(self, i, view(err).message);
+  };
+  if (f.kind == chaos::fault_kind::governor_pressure) {
+    self->request(st.ctx.remote, timeout, pressure_atom::value, f.duration_ms)
+      .then([](std::string&) {}, on_error);
+    return;
+  }
+  // crash: exit(3) on odd fault ids, abort() on even ones, as in process.
+  self->request(st.ctx.remote, timeout, fault_atom::value, record_of(self, i).agent_id,
+                std::string{chaos::to_string(f.kind)}, f.duration_ms, f.id % 2 == 0)
+    .then([](std::string&) {}, on_error);
+}
+
 void inject(self_ptr self, std::size_t i) {
   auto& st = self->state;
   auto& r = record_of(self, i);
+  // A fault whose target is down (restarting, or waiting out its backoff)
+  // is held until the target serves again rather than skipped: under
+  // thousands of faults most targets are caught restarting now and then.
+  // Held for at most recover_within_ms: an agent not back by then is the
+  // `recovered` invariant's business, and the fault is skipped.
+  if (!r.agent_id.empty() && !st.ready[r.agent_id]) {
+    double held_s = now_s(st) - r.fault.at_s;
+    if (held_s * 1000 > st.opts.scenario.recover_within_ms)
+      return skip(self, i, "target " + r.agent_id + " not ready for "
+                             + std::to_string(static_cast<uint64_t>(held_s * 1000)) + " ms");
+    self->delayed_send(self, hold_tick, inject_atom::value, uint64_t{i});
+    return;
+  }
   r.injected_s = now_s(st);
   const auto& f = r.fault;
   log::agent(r.agent_id.empty() ? "-" : r.agent_id)
     .warn("chaos: fault {} {} at {:.3f} s", f.id, chaos::to_string(f.kind), r.injected_s);
+  if (st.ctx.remote)
+    return via_remote(self, i);
   using chaos::fault_kind;
   switch (f.kind) {
     case fault_kind::kill: return via_spawner(self, i, {"kill", 0, 0, {}});
@@ -220,8 +261,11 @@ void inject(self_ptr self, std::size_t i) {
     case fault_kind::cpu_hog: return via_spawner(self, i, {"cpu_hog", 0, f.duration_ms, {}});
     case fault_kind::disk_fill: return via_spawner(self, i, {"disk_fill", 0, 0, {}});
     case fault_kind::fork_bomb: return via_spawner(self, i, {"fork_bomb", 0, 0, {}});
-    case fault_kind::spawn_failure: return via_backend(self, i, spawn_fault{1, true, 0, {}});
-    case fault_kind::slow_spawn: return via_backend(self, i, spawn_fault{1, false, f.duration_ms, {}});
+    // Armed for the target alone: whoever else restarts meanwhile spawns.
+    case fault_kind::spawn_failure:
+      return via_backend(self, i, spawn_fault{1, true, 0, {}, r.agent_id});
+    case fault_kind::slow_spawn:
+      return via_backend(self, i, spawn_fault{1, false, f.duration_ms, {}, r.agent_id});
     case fault_kind::governor_pressure: return pressure(self, i);
   }
 }
@@ -284,6 +328,23 @@ void progress(self_ptr self, bool final_line = false) {
 
 // --- phases ----------------------------------------------------------------------
 
+/// A remote run deletes its agents (DELETE /v1/agents/{id}), then is done.
+void delete_agents(self_ptr self, std::size_t i) {
+  auto& st = self->state;
+  if (i >= st.agents.size()) {
+    st.done(std::move(st.log));
+    self->quit();
+    return;
+  }
+  self->request(st.ctx.spawner, milliseconds(60000), stop_atom::value, st.agents[i])
+    .then([self, i](agent_info&) { delete_agents(self, i + 1); },
+          [self, i](caf::error& err) {
+            auto& s = self->state;
+            s.log.leftovers.push_back("agent " + s.agents[i] + " not deleted: " + view(err).message);
+            delete_agents(self, i + 1);
+          });
+}
+
 void finish(self_ptr self) {
   auto& st = self->state;
   st.log.elapsed_s = now_s(st);
@@ -297,6 +358,8 @@ void finish(self_ptr self) {
         auto& s = self->state;
         s.log.calls.supervisor_received = received;
         s.log.calls.supervisor_answered = answered;
+        if (s.ctx.remote)
+          return delete_agents(self, 0);
         s.done(std::move(s.log));
         self->quit();
       },
@@ -304,6 +367,8 @@ void finish(self_ptr self) {
         auto& s = self->state;
         spdlog::error("chaos: the spawner did not give its call counts: {}", caf::to_string(err));
         s.log.escalated = true; // it is gone: most likely it escalated
+        if (s.ctx.remote)
+          return delete_agents(self, 0);
         s.done(std::move(s.log));
         self->quit();
       });
@@ -318,6 +383,10 @@ bool settled(const runner_state& st) {
 
 caf::behavior settling(self_ptr self) {
   auto& st = self->state;
+  // Faults still held for their target when the run ends never happen.
+  for (std::size_t i = 0; i < st.log.faults.size(); ++i)
+    if (auto& r = st.log.faults[i]; r.injected_s <= 0 && !r.skipped)
+      skip(self, i, "the run ended while its target " + r.agent_id + " was not ready");
   st.settle_deadline = clock_type::now()
                        + milliseconds(std::max(st.opts.scenario.recover_within_ms,
                                                st.opts.scenario.call_timeout_ms * 2))
@@ -325,6 +394,7 @@ caf::behavior settling(self_ptr self) {
   self->send(self, settle_tick_atom::value);
   return {
     [self](const agent_event& ev) { on_event(self, ev); },
+    [self](events_lost_atom, uint64_t n) { self->state.log.events_lost += n; },
     [self](settle_tick_atom) {
       auto& s = self->state;
       if (settled(s) || clock_type::now() >= s.settle_deadline)
@@ -362,6 +432,7 @@ caf::behavior running(self_ptr self) {
   self->delayed_send(self, run_for, end_atom::value);
   return {
     [self](const agent_event& ev) { on_event(self, ev); },
+    [self](events_lost_atom, uint64_t n) { self->state.log.events_lost += n; },
     [self](load_tick_atom) {
       on_load_tick(self);
       progress(self);
@@ -418,6 +489,7 @@ caf::behavior starting(self_ptr self, chaos_context ctx, chaos_options opts,
   // Events before the run starts (the first readies) are not the run's.
   return {
     [](const agent_event&) {},
+    [self](events_lost_atom, uint64_t n) { self->state.log.events_lost += n; },
   };
 }
 

@@ -25,6 +25,12 @@
 
 namespace agentvisor {
 
+/// The runner's transport: where its requests go. In process, the tree's
+/// spawner, governor and backend. Against a supervisor in another process,
+/// `spawner` and `remote` are both the HTTP transport (chaos_remote.hpp),
+/// which speaks the part of the spawner's protocol the runner uses; every
+/// fault then goes to `remote` by kind, and the run deletes its agents at
+/// the end (in process, the tree's shutdown stops them).
 struct chaos_context {
   caf::actor spawner;
   caf::actor governor;
@@ -32,6 +38,8 @@ struct chaos_context {
   /// Counts the backend's spawn faults (the spawner, vm_actor and governor
   /// count the faults that pass through them). May be null.
   std::shared_ptr<metrics::metrics> metrics;
+  /// Set: a remote run (above).
+  caf::actor remote;
 };
 
 struct chaos_options {

@@ -26,7 +26,9 @@
 #include <caf/typed_actor.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace agentvisor {
@@ -100,15 +102,56 @@ struct spawn_fault {
   uint32_t count = 1;
   bool fail = true;
   uint32_t delay_ms = 0;
-  /// The backend to arm, by name; empty: the supervisor's default.
+  /// The backend to arm, by name; empty: the agent's backend, else the
+  /// supervisor's default.
   std::string backend{};
+  /// Only this agent's next spawns meet the fault; empty: anybody's. A
+  /// chaos run names its target: with several agents restarting at once
+  /// an unnamed fault hits whoever spawns first.
+  std::string agent{};
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, spawn_fault& x) {
   return f(caf::meta::type_name("spawn_fault"), x.count, x.fail, x.delay_ms,
-           x.backend);
+           x.backend, x.agent);
 }
+
+/// The spawn faults a backend holds: one per named agent, and one for
+/// whichever agent spawns next. Arming again replaces what was armed for
+/// the same agent (or for anybody).
+class armed_spawn_faults {
+public:
+  /// Returns how many spawns the fault will hit.
+  uint32_t arm(const spawn_fault& f) {
+    if (f.agent.empty())
+      return (any_ = f).count;
+    if (f.count == 0) {
+      per_agent_.erase(f.agent);
+      return 0;
+    }
+    return (per_agent_[f.agent] = f).count;
+  }
+
+  /// The fault agent `id`'s spawn meets, counted off; none when nothing
+  /// is armed for it or for anybody.
+  std::optional<spawn_fault> take(const std::string& id) {
+    if (auto i = per_agent_.find(id); i != per_agent_.end()) {
+      auto f = i->second;
+      if (--i->second.count == 0)
+        per_agent_.erase(i);
+      return f;
+    }
+    if (any_.count == 0)
+      return std::nullopt;
+    --any_.count;
+    return any_;
+  }
+
+private:
+  spawn_fault any_{0, true, 0, {}, {}};
+  std::unordered_map<std::string, spawn_fault> per_agent_;
+};
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, agent_spec& x) {
   return f(caf::meta::type_name("agent_spec"), x.id, x.memory_bytes, x.pids,

@@ -199,6 +199,16 @@ struct run_log {
   std::vector<std::string> leftovers;
   /// GET /healthz answered 200 at the end.
   bool healthy_at_end = false;
+  /// Agent events the runner never saw: a remote supervisor's event ring
+  /// (GET /v1/events) overflowed past the runner's position. Any: the
+  /// invariants built on events (faults_observed, recovered) fail, since a
+  /// missed down cannot be told from one that never happened.
+  uint64_t events_lost = 0;
+  /// Invariants the runner could not check, by name, with why (a remote
+  /// run: "the supervisor's fds and mounts are in another process"). Such an
+  /// invariant is reported "not checked", never passed; if what could be
+  /// checked of it failed, it fails.
+  std::map<std::string, std::string> not_checked;
 };
 
 // --- invariants -------------------------------------------------------------------
@@ -209,12 +219,19 @@ struct invariant_result {
   /// Why, with numbers: "412 of 412 faults seen with the expected reason",
   /// or the first violations.
   std::string evidence;
+  /// false: not checked (run_log::not_checked); `passed` is then false and
+  /// the run's verdict ignores it (the report says so).
+  bool checked = true;
 };
 
 /// Checks every invariant of docs/chaos.md on a finished run:
 /// faults_observed, calls_accounted, restart_intensity, backoff,
 /// recovered, no_leftovers, supervisor_alive.
 std::vector<invariant_result> check(const scenario& s, const run_log& log);
+
+/// The verdict: every checked invariant passed (and there is at least one).
+/// Unchecked ones do not fail a run; the report lists them as not checked.
+bool all_passed(const std::vector<invariant_result>& inv);
 
 // --- the report -------------------------------------------------------------------
 

@@ -101,6 +101,12 @@ struct tcp_accepted {
   std::string peer;
 };
 
+/// connect_tcp is connected; `peer` is the address it reached ("127.0.0.1:80").
+struct tcp_connected {
+  handle_id id = 0;
+  std::string peer;
+};
+
 /// Bytes read from a connection, as they came.
 struct stream_data {
   handle_id id = 0;
@@ -154,6 +160,10 @@ typename Inspector::result_type inspect(Inspector& f, tcp_listening& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, tcp_accepted& x) {
   return f(caf::meta::type_name("tcp_accepted"), x.listener, x.id, x.peer);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, tcp_connected& x) {
+  return f(caf::meta::type_name("tcp_connected"), x.id, x.peer);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, stream_data& x) {
@@ -274,6 +284,15 @@ public:
   /// "0.0.0.0". Closing the listener leaves accepted connections open.
   handle_id listen_tcp(caf::actor reply_to, std::string host, uint16_t port,
                        int backlog = 128);
+
+  /// Outgoing TCP connection to `host` (an IPv4 or IPv6 literal; no name
+  /// lookup) and `port`: tcp_connected once connected, then stream_data as
+  /// bytes arrive and stream_closed when the peer ends it, exactly like an
+  /// accepted connection; write(), close() and close_after_write() work the
+  /// same. Writes submitted before tcp_connected wait and go out once it is
+  /// up. A failed connect (refused, unreachable, a bad literal) answers
+  /// io_failed naming the address and the error, and the id is dead.
+  handle_id connect_tcp(caf::actor reply_to, std::string host, uint16_t port);
 
   /// Newline-delimited stream over a connected socket or pipe fd (the loop
   /// takes ownership of `fd`): stream_line per line, split at '\n' only (a

@@ -91,9 +91,8 @@ std::map<fault_kind, kind_counts> counts_by_kind(const run_log& log) {
   return out;
 }
 
-bool all_passed(const std::vector<invariant_result>& inv) {
-  return !inv.empty()
-         && std::all_of(inv.begin(), inv.end(), [](const auto& i) { return i.passed; });
+const char* status_of(const invariant_result& i) {
+  return !i.checked ? "not checked (remote)" : i.passed ? "passed" : "failed";
 }
 
 // --- report.json pieces. ---
@@ -367,7 +366,7 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: 0.5em 0; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.pass { color: #176b1d; font-weight: bold; } .fail { color: #b00020; font-weight: bold; }
+.pass { color: #176b1d; font-weight: bold; } .fail { color: #b00020; font-weight: bold; } .skip { color: #6b6b6b; font-style: italic; }
 .verdict { font-size: 1.2em; padding: 0.3em 0.6em; border-radius: 4px; display: inline-block; }
 .verdict.pass { background: #e3f4e4; } .verdict.fail { background: #fde4e7; }
 svg { display: block; margin: 0.5em 0; }
@@ -460,6 +459,8 @@ std::string report_json(const scenario& s, const run_log& log,
     w.begin_object()
       .field("name", i.name)
       .field("passed", i.passed)
+      .field("checked", i.checked)
+      .field("status", status_of(i))
       .field("evidence", i.evidence)
       .end_object();
   w.end_array();
@@ -469,6 +470,7 @@ std::string report_json(const scenario& s, const run_log& log,
     w.value(l);
   w.end_array();
   w.field("healthy_at_end", log.healthy_at_end);
+  w.field("events_lost", log.events_lost);
   w.end_object();
   out += '\n';
   return out;
@@ -501,7 +503,8 @@ std::string report_html(const scenario& s, const run_log& log,
 
   o += "<h2>Invariants</h2>\n<table>\n<tr><th>invariant</th><th>result</th><th>evidence</th></tr>\n";
   for (const auto& i : inv)
-    o += "<tr><td>" + html(i.name) + "</td><td class=\"" + (i.passed ? "pass\">pass" : "fail\">FAIL")
+    o += "<tr><td>" + html(i.name) + "</td><td class=\""
+         + (!i.checked ? "skip\">not checked" : i.passed ? "pass\">pass" : "fail\">FAIL")
          + "</td><td>" + html(i.evidence) + "</td></tr>\n";
   o += "</table>\n";
 

@@ -32,13 +32,15 @@ struct chaos_run_options {
   std::string scenario;
   std::optional<uint64_t> seed; ///< none: a random seed, printed
   std::string report_dir;       ///< empty: no report files
-  std::string api_url;          ///< a running supervisor (not built yet)
-  std::string token_file;
+  std::string api_url;          ///< a running supervisor: http://HOST:PORT
+  std::string token_file;       ///< its API token (with api_url only)
 };
 
-/// `agentvisor chaos run`: exit_ok when every invariant held, exit_failure
-/// when one did not (or the run could not start), exit_usage on a bad
-/// scenario.
+/// `agentvisor chaos run`: exit_ok when every checked invariant held,
+/// exit_failure when one did not (or the run could not start), exit_usage
+/// on a bad scenario, and with api_url on an unreadable token file, a token
+/// the server refuses (401), a supervisor without agents.allow_faults or
+/// settings that differ from the scenario's overrides.
 int run_chaos(const chaos_run_options& opts);
 
 /// Prints "agentvisor <what>: not built yet" and returns exit_not_built.

@@ -156,6 +156,8 @@ result<backend_actor> build_qemu(caf::actor_system& sys, io::io_thread& io, cons
     return host.err();
   spdlog::info("qemu backend: {} -M {} -accel {}, kernel {}", host->binary, host->machine,
                host->accel, host->kernel);
+  if (!host->note.empty())
+    spdlog::warn("qemu backend: {}", host->note);
   return qemu::spawn_qemu_backend(sys, io, o, *host);
 }
 
@@ -276,6 +278,10 @@ result<std::unique_ptr<supervisor_tree>> supervisor_tree::start(const config& cf
   api_opts.max_body_bytes = cfg.api.max_body_bytes;
   api_opts.metrics = t->metrics_;
   api_opts.metrics_require_token = cfg.metrics.require_token;
+  api_opts.instance = cfg.instance;
+  api_opts.agents = cfg.agents;
+  api_opts.supervision = cfg.supervision;
+  api_opts.backend = t->router_;
   t->api_ = spawn_api(sys, t->io_, api_opts, t->spawner_, t->governor_);
   t->root_ = sys.spawn(supervisor_root, tree_handles{t->api_, t->spawner_, t->governor_,
                                                      cfg.supervision.shutdown_timeout_ms});

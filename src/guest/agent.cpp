@@ -384,6 +384,7 @@ void agent::handle_fault(const fault& f) {
     case fault_kind::oom:
       flush();
       fault_oom();
+      return;
     case fault_kind::garbage: {
       std::size_t bytes = fault_garbage(f.what, out_);
       if (f.id) {

@@ -16,6 +16,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <system_error>
+#include <thread>
 
 namespace agentvisor::guest {
 
@@ -27,7 +29,9 @@ void fault_abort() {
   std::abort();
 }
 
-void fault_oom() {
+namespace {
+
+[[noreturn]] void allocate_until_killed() {
   // Pin the guest's own code and data first: otherwise, near the limit, the
   // kernel keeps reclaiming and re-reading them (no swap takes the anonymous
   // pages), and the guest thrashes for seconds before the OOM kill, long
@@ -50,6 +54,18 @@ void fault_oom() {
     }
     std::memset(p, 0xA5, chunk); // touch every page
     total += chunk;
+  }
+}
+
+} // namespace
+
+void fault_oom() {
+  try {
+    std::thread(allocate_until_killed).detach();
+  } catch (const std::system_error& e) {
+    std::fprintf(stderr, "agentvisor-guest: oom fault: no thread (%s), allocating inline\n",
+                 e.what());
+    allocate_until_killed();
   }
 }
 

@@ -1,6 +1,6 @@
 #pragma once
 /// Chaos faults (--allow-faults only). `exit`, `abort` and `oom` hit the
-/// guest itself and never return; `garbage` writes one bad line on the
+/// guest itself (the first two never return); `garbage` writes one bad line on the
 /// channel at once; the others run in a forked job child so the loop stays
 /// responsive, and report when that child ends.
 
@@ -21,8 +21,11 @@ inline constexpr const char* disk_fill_file = ".agentvisor-disk-fill";
 [[noreturn]] void fault_exit(int code);
 /// `abort`: abort(). Does not return.
 [[noreturn]] void fault_abort();
-/// `oom`: allocates and touches memory in the guest until it is killed.
-[[noreturn]] void fault_oom();
+/// `oom`: allocates and touches memory in the guest until it is killed,
+/// on a thread of its own: the loop goes on heartbeating while the kernel
+/// reclaims towards the OOM kill (seconds under load), so the watchdog
+/// does not take an OOM on its way for a hang. Inline if no thread starts.
+void fault_oom();
 
 /// `garbage`: appends the bad line `what` names to `out` (newline included)
 /// and returns its length without the newline. The only way the guest ever

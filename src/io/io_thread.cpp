@@ -135,6 +135,12 @@ struct listen_cmd {
   uint16_t port;
   int backlog;
 };
+struct connect_cmd {
+  handle_id id;
+  caf::actor reply_to;
+  std::string host;
+  uint16_t port;
+};
 struct line_stream_cmd {
   handle_id id;
   caf::actor reply_to;
@@ -153,8 +159,8 @@ struct stop_cmd {};
 
 using command =
   std::variant<spawn_cmd, pidfd_cmd, kill_cmd, timer_cmd, watch_fd_cmd,
-               rearm_cmd, signal_cmd, listen_cmd, line_stream_cmd, write_cmd,
-               close_cmd, stop_cmd>;
+               rearm_cmd, signal_cmd, listen_cmd, connect_cmd, line_stream_cmd,
+               write_cmd, close_cmd, stop_cmd>;
 
 using detail::post;
 
@@ -184,6 +190,8 @@ void discard(command& cmd) {
         refuse(c.reply_to, c.id, "watch_signal");
       } else if constexpr (std::is_same_v<T, listen_cmd>) {
         refuse(c.reply_to, c.id, "listen_tcp");
+      } else if constexpr (std::is_same_v<T, connect_cmd>) {
+        refuse(c.reply_to, c.id, "connect_tcp");
       } else if constexpr (std::is_same_v<T, line_stream_cmd>) {
         close_fd(c.fd);
         refuse(c.reply_to, c.id, "open_line_stream");
@@ -395,6 +403,7 @@ public:
   void on_fd(fd_rec* r, int status, int events);
   void on_signal(signal_rec* r, int signum);
   void on_connection(listener_rec* l, int status);
+  void on_connect(uv_connect_t* req, int status);
   void on_read(stream_rec* s, ssize_t n, const uv_buf_t* buf);
   void on_write(write_req* w, int status);
   void on_shutdown(uv_shutdown_t* req, int status);
@@ -414,6 +423,7 @@ private:
   void run(rearm_cmd& c);
   void run(signal_cmd& c);
   void run(listen_cmd& c);
+  void run(connect_cmd& c);
   void run(line_stream_cmd& c);
   void run(write_cmd& c);
   void run(close_cmd& c);
@@ -953,6 +963,62 @@ void engine::on_connection(listener_rec* l, int status) {
     end_stream(s, "read_start: " + uv_error(err));
 }
 
+/// The connect request and where it goes (for the messages).
+struct connect_req {
+  uv_connect_t req{};
+  std::string where;
+};
+
+void engine::run(connect_cmd& c) {
+  std::string where = (c.host.find(':') != std::string::npos ? "[" + c.host + "]"
+                                                             : c.host)
+                      + ":" + std::to_string(c.port);
+  sockaddr_storage addr{};
+  if (uv_ip4_addr(c.host.c_str(), c.port, reinterpret_cast<sockaddr_in*>(&addr))
+        != 0
+      && uv_ip6_addr(c.host.c_str(), c.port,
+                     reinterpret_cast<sockaddr_in6*>(&addr))
+           != 0)
+    return fail(c.reply_to, c.id,
+                "connect_tcp: '" + c.host + "' is not an IPv4 or IPv6 address");
+  auto* s = new stream_rec(this, c.id, c.reply_to, false, 0);
+  if (int err = uv_tcp_init(&loop_, &s->h.tcp); err < 0) {
+    fail(c.reply_to, c.id, "connect_tcp: uv_tcp_init: " + uv_error(err));
+    delete s;
+    return;
+  }
+  s->bind();
+  records_.emplace(c.id, s);
+  auto* req = new connect_req;
+  req->where = std::move(where);
+  req->req.data = req;
+  // Writes submitted before the connection is up wait in libuv's queue.
+  int err = uv_tcp_connect(&req->req, &s->h.tcp, reinterpret_cast<const sockaddr*>(&addr),
+                           [](uv_connect_t* r, int status) {
+                             engine_of(r->handle)->on_connect(r, status);
+                           });
+  if (err < 0) {
+    fail(c.reply_to, c.id, "connect_tcp: connect " + req->where + ": " + uv_error(err));
+    delete req;
+    close_rec(s);
+  }
+}
+
+void engine::on_connect(uv_connect_t* r, int status) {
+  std::unique_ptr<connect_req> req{static_cast<connect_req*>(r->data)};
+  auto* s = static_cast<stream_rec*>(rec_of(r->handle));
+  // ECANCELED: closed by its owner (close(), stop()) while connecting.
+  if (uv_is_closing(s->handle()))
+    return;
+  if (status < 0) {
+    fail(s->reply_to, s->id, "connect_tcp: connect " + req->where + ": " + uv_error(status));
+    return close_rec(s);
+  }
+  post(s->reply_to, tcp_connected{s->id, req->where});
+  if (int err = uv_read_start(s->stream(), alloc_cb, read_cb); err < 0)
+    end_stream(s, "read_start: " + uv_error(err));
+}
+
 void engine::run(line_stream_cmd& c) {
   auto* s = new stream_rec(this, c.id, c.reply_to, true, c.max_line);
   if (int err = uv_pipe_init(&loop_, &s->h.pipe, 0); err < 0) {
@@ -1156,6 +1222,13 @@ handle_id io_thread::listen_tcp(caf::actor reply_to, std::string host,
   auto id = impl_->eng.next_id();
   impl_->eng.submit(
     listen_cmd{id, std::move(reply_to), std::move(host), port, backlog});
+  return id;
+}
+
+handle_id io_thread::connect_tcp(caf::actor reply_to, std::string host,
+                                 uint16_t port) {
+  auto id = impl_->eng.next_id();
+  impl_->eng.submit(connect_cmd{id, std::move(reply_to), std::move(host), port});
   return id;
 }
 

@@ -40,6 +40,9 @@ void post(const caf::actor& to, tcp_listening msg) {
 void post(const caf::actor& to, tcp_accepted msg) {
   anon_post(to, std::move(msg));
 }
+void post(const caf::actor& to, tcp_connected msg) {
+  anon_post(to, std::move(msg));
+}
 void post(const caf::actor& to, stream_data msg) {
   anon_post(to, std::move(msg));
 }

@@ -17,6 +17,7 @@ void post(const caf::actor& to, fd_ready msg);
 void post(const caf::actor& to, signal_received msg);
 void post(const caf::actor& to, tcp_listening msg);
 void post(const caf::actor& to, tcp_accepted msg);
+void post(const caf::actor& to, tcp_connected msg);
 void post(const caf::actor& to, stream_data msg);
 void post(const caf::actor& to, stream_line msg);
 void post(const caf::actor& to, stream_closed msg);

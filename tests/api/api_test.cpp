@@ -67,6 +67,8 @@ struct standin_spawner_state {
 /// names pick the error to return.
 caf::behavior standin_spawner(caf::stateful_actor<standin_spawner_state>* self) {
   return {
+    // The api observes its spawner from the start (GET /v1/events).
+    [](observe_atom, caf::actor&) {},
     [](start_atom, agent_request& r) -> caf::result<agent_info> {
       if (r.name == "huge")
         return make_error(errc::over_budget, "huge needs more memory than the host budget");

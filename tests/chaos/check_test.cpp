@@ -234,3 +234,96 @@ TEST_CASE("evidence quotes the first few violations and counts the rest") {
   CHECK_FALSE(contains(r.evidence, "#4 kill"));
   CHECK(contains(r.evidence, "and 7 more"));
 }
+
+TEST_CASE("an invariant a remote run could not check is 'not checked', never passed, and "
+          "does not fail the run") {
+  auto log = good_log();
+  log.not_checked["no_leftovers"] = "the supervisor's fds are in another process";
+  auto inv = check(test_scenario(), log);
+  auto r = find(inv, "no_leftovers");
+  CHECK_FALSE(r.checked);
+  CHECK_FALSE(r.passed);
+  CHECK(contains(r.evidence, "not checked (remote): the supervisor's fds"));
+  CHECK(all_passed(inv));
+  auto json = report_json(test_scenario(), log, inv);
+  CHECK(contains(json, "not checked (remote)"));
+  bool verdict = contains(json, "\"passed\": true") || contains(json, "\"passed\":true");
+  CHECK(verdict);
+}
+
+TEST_CASE("what a remote run could check of an unchecked invariant can still fail it") {
+  auto log = good_log();
+  log.leftovers.push_back("cgroup /sys/fs/cgroup/memory/agentvisor/x/a-1");
+  log.not_checked["no_leftovers"] = "the supervisor's fds are in another process";
+  auto inv = check(test_scenario(), log);
+  auto r = find(inv, "no_leftovers");
+  CHECK(r.checked);
+  CHECK_FALSE(r.passed);
+  CHECK(contains(r.evidence, "a-1"));
+  CHECK_FALSE(all_passed(inv));
+}
+
+TEST_CASE("events lost by a remote supervisor's ring fail the invariants built on events") {
+  auto log = good_log();
+  log.events_lost = 3;
+  auto inv = check(test_scenario(), log);
+  for (auto name : {"faults_observed", "recovered"}) {
+    auto r = find(inv, name);
+    CHECK_FALSE(r.passed);
+    CHECK(contains(r.evidence, "3 agent event(s) lost"));
+  }
+  CHECK_FALSE(all_passed(inv));
+}
+
+TEST_CASE("faults_observed: a later fault on the same agent may pre-empt an expected down") {
+  auto log = good_log();
+  // The first fault expecting a down went down "crashed" because a kill on
+  // the same agent landed before its own down could happen.
+  fault_record* first = nullptr;
+  for (auto& r : log.faults)
+    if (!r.skipped && !r.expected_reasons.empty() && r.detected_s) {
+      first = &r;
+      break;
+    }
+  REQUIRE(first != nullptr);
+  first->down_reason = "not-expected";
+  CHECK_FALSE(find(check(test_scenario(), log), "faults_observed").passed);
+  auto kill = chaos_test::fault(99, fault_kind::kill, first->agent_id,
+                                first->injected_s + (*first->detected_s - first->injected_s) / 2);
+  kill.expected_reasons = {"crashed"};
+  kill.down_reason = "crashed";
+  kill.detected_s = first->detected_s;
+  kill.recovered_s = first->recovered_s;
+  log.faults.push_back(kill);
+  CHECK(find(check(test_scenario(), log), "faults_observed").passed);
+}
+
+TEST_CASE("faults_observed: an earlier fault's own down, seen by a later fault, excuses it") {
+  auto log = good_log();
+  // A hang whose watchdog has not fired yet when an oom lands on the same
+  // agent: the down both records hold is the hang's "hung".
+  auto hang = chaos_test::fault(90, fault_kind::hang, "a-1", 20.0);
+  hang.expected_reasons = {"hung"};
+  hang.down_reason = "hung";
+  hang.detected_s = 21.0;
+  hang.recovered_s = 21.5;
+  auto oom = chaos_test::fault(91, fault_kind::oom, "a-1", 20.5);
+  oom.expected_reasons = {"oom"};
+  oom.down_reason = "hung";
+  oom.detected_s = 21.0;
+  oom.recovered_s = 21.5;
+  log.faults.push_back(oom);
+  auto r = find(check(test_scenario(), log), "faults_observed");
+  CHECK_FALSE(r.passed);
+  CHECK(contains(r.evidence, "#91 oom on a-1"));
+  log.faults.push_back(hang);
+  CHECK(find(check(test_scenario(), log), "faults_observed").passed);
+  // Not when the earlier fault's record holds a different down: then the
+  // oom's "hung" is nobody's.
+  log.faults.back().detected_s = 20.9;
+  CHECK_FALSE(find(check(test_scenario(), log), "faults_observed").passed);
+  // Nor when the earlier fault is on another agent.
+  log.faults.back().detected_s = 21.0;
+  log.faults.back().agent_id = "a-2";
+  CHECK_FALSE(find(check(test_scenario(), log), "faults_observed").passed);
+}

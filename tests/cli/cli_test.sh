@@ -87,21 +87,23 @@ expect "defaults validate" 0 "$bin" config check "$tmp/defaults.json"
 expect "print-config applies flags" 0 "$bin" supervisor --listen 127.0.0.1:9999 --print-config
 stdout_has "print-config applies flags" "127.0.0.1:9999"
 
-# A backend this binary lacks fails the start (exit 1) naming it; a backend
-# built before it is ended again (no instance cgroup left).
+# A backend that cannot start fails the start (exit 1) naming what it
+# lacks; a backend built before it is ended again (no instance cgroup left).
 cat >"$tmp/qemu.json" <<JSON
-{"backend": "qemu", "instance": "cli-qemu-$$", "state_dir": "$tmp/state-qemu"}
+{"backend": "qemu", "instance": "cli-qemu-$$", "state_dir": "$tmp/state-qemu",
+ "qemu": {"kernel": "$tmp/no-such-vmlinux"}}
 JSON
-expect "qemu not built" 1 "$bin" supervisor --config "$tmp/qemu.json"
-stderr_has "qemu not built" "the qemu backend is not built into this binary yet"
+expect "qemu without its kernel" 1 "$bin" supervisor --config "$tmp/qemu.json"
+stderr_has "qemu without its kernel" "guest kernel $tmp/no-such-vmlinux"
 expect "backends in print-config" 0 "$bin" supervisor --config "$tmp/qemu.json" --print-config
 stdout_has "backends in print-config" '"backends": \["qemu"\]'
 if [ "$(id -u)" -eq 0 ]; then
   cat >"$tmp/fc.json" <<JSON
-{"backends": ["sandbox", "firecracker"], "instance": "cli-fc-$$", "state_dir": "$tmp/state-fc"}
+{"backends": ["sandbox", "firecracker"], "instance": "cli-fc-$$", "state_dir": "$tmp/state-fc",
+ "firecracker": {"binary": "$tmp/no-such-firecracker"}}
 JSON
-  expect "firecracker not built" 1 "$bin" supervisor --config "$tmp/fc.json"
-  stderr_has "firecracker not built" "the firecracker backend is not built into this binary yet"
+  expect "firecracker without its binary" 1 "$bin" supervisor --config "$tmp/fc.json"
+  stderr_has "firecracker without its binary" "firecracker binary '$tmp/no-such-firecracker' was not found"
   checks=$((checks + 1))
   [ -z "$(find /sys/fs/cgroup -maxdepth 3 -name "cli-fc-$$" 2>/dev/null)" ] \
     || fail "a failed start left the sandbox backend's cgroups"

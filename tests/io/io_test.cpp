@@ -48,7 +48,8 @@ struct timed_out {};
 using any_msg =
   std::variant<timed_out, io_failed, process_started, process_exited,
                timer_fired, fd_ready, signal_received, tcp_listening,
-               tcp_accepted, stream_data, stream_line, stream_closed>;
+               tcp_accepted, tcp_connected, stream_data, stream_line,
+               stream_closed>;
 
 std::string describe(const any_msg& m) {
   return std::visit(
@@ -73,6 +74,7 @@ any_msg next(caf::scoped_actor& self, std::chrono::milliseconds t = 10s) {
                 [&](const signal_received& x) { take(x); },
                 [&](const tcp_listening& x) { take(x); },
                 [&](const tcp_accepted& x) { take(x); },
+                [&](const tcp_connected& x) { take(x); },
                 [&](const stream_data& x) { take(x); },
                 [&](const stream_line& x) { take(x); },
                 [&](const stream_closed& x) { take(x); },
@@ -749,6 +751,66 @@ TEST_CASE_FIXTURE(fixture, "listen_tcp failures answer io_failed with the "
   failed = expect<io_failed>(self);
   CHECK(failed.id == bad);
   CHECK(failed.what.find("'localhost'") != std::string::npos);
+}
+
+TEST_CASE_FIXTURE(fixture, "connect_tcp reaches a listener, carries bytes both "
+                           "ways, and reports the peer's close") {
+  auto listener = io.listen_tcp(self, "127.0.0.1", 0);
+  auto listening = expect<tcp_listening>(self);
+  REQUIRE(listening.id == listener);
+  auto client = io.connect_tcp(self, "127.0.0.1", listening.port);
+  // Written before the connection is up: libuv holds it until then.
+  io.write(client, "early");
+  // The two ends report on their own; take both in either order.
+  std::optional<tcp_accepted> accepted;
+  std::optional<tcp_connected> connected;
+  std::string at_server;
+  while (!accepted || !connected || at_server.size() < 5) {
+    auto m = next(self);
+    if (auto* a = std::get_if<tcp_accepted>(&m))
+      accepted = *a;
+    else if (auto* c = std::get_if<tcp_connected>(&m))
+      connected = *c;
+    else if (auto* d = std::get_if<stream_data>(&m))
+      at_server += d->bytes;
+    else
+      FAIL("unexpected " << describe(m));
+  }
+  CHECK(connected->id == client);
+  CHECK(connected->peer == "127.0.0.1:" + std::to_string(listening.port));
+  CHECK(at_server == "early");
+  io.write(accepted->id, "reply");
+  CHECK(read_stream(*this, client, 5) == "reply");
+  io.close(accepted->id);
+  auto closed = expect<stream_closed>(self);
+  CHECK(closed.id == client);
+  CHECK(closed.reason.empty());
+  io.close(listener);
+  fence();
+}
+
+TEST_CASE_FIXTURE(fixture, "connect_tcp failures answer io_failed naming the "
+                           "address") {
+  // A port just bound and released: nobody listens there.
+  auto listener = io.listen_tcp(self, "127.0.0.1", 0);
+  auto listening = expect<tcp_listening>(self);
+  io.close(listener);
+  fence();
+  auto refused = io.connect_tcp(self, "127.0.0.1", listening.port);
+  auto failed = expect<io_failed>(self);
+  CHECK(failed.id == refused);
+  CHECK(failed.what.find("127.0.0.1:" + std::to_string(listening.port))
+        != std::string::npos);
+  CHECK(failed.what.find("connection refused") != std::string::npos);
+  MESSAGE(failed.what);
+  auto bad = io.connect_tcp(self, "localhost", 80);
+  failed = expect<io_failed>(self);
+  CHECK(failed.id == bad);
+  CHECK(failed.what.find("'localhost'") != std::string::npos);
+  // Closed while connecting: no message at all.
+  auto early = io.connect_tcp(self, "127.0.0.1", listening.port);
+  io.close(early);
+  fence();
 }
 
 // --- Line streams ----------------------------------------------------------------

@@ -254,12 +254,28 @@ TEST_CASE_FIXTURE(fixture, "a VMM that dies during boot, or an init that fails, 
 
 TEST_CASE_FIXTURE(fixture, "spawn faults, bad ids and duplicates are refused like the sandbox backend's") {
   uint32_t armed = 0;
-  self->request(backend, caf::infinite, spawn_fault_atom::value, spawn_fault{1, true, 0})
+  self->request(backend, caf::infinite, spawn_fault_atom::value, spawn_fault{1, true, 0, {}, {}})
     .receive([&](uint32_t n) { armed = n; }, [&](caf::error& e) { FAIL(render(e)); });
   CHECK(armed == 1);
   auto f = spawn(spec("vm-f"));
   REQUIRE_FALSE(f);
   CHECK(contains(render(f.error()), "spawn failure injected"));
+  // A fault armed for one agent leaves everybody else's spawns alone.
+  self->request(backend, caf::infinite, spawn_fault_atom::value,
+                spawn_fault{1, true, 0, {}, "vm-target"})
+    .receive([&](uint32_t n) { armed = n; }, [&](caf::error& e) { FAIL(render(e)); });
+  CHECK(armed == 1);
+  auto other = spawn(spec("vm-other"));
+  REQUIRE_MESSAGE(other, render(other.error()));
+  auto target = spawn(spec("vm-target"));
+  REQUIRE_FALSE(target);
+  CHECK(contains(render(target.error()), "agent vm-target: spawn failure injected"));
+  auto again = spawn(spec("vm-target"));
+  REQUIRE_MESSAGE(again, render(again.error()));
+  for (const char* id : {"vm-other", "vm-target"}) {
+    self->send(backend, kill_atom::value, std::string{id});
+    exited(id);
+  }
   auto bad = spawn(spec("../x"));
   REQUIRE_FALSE(bad);
   CHECK(contains(render(bad.error()), "invalid agent id"));

@@ -116,6 +116,10 @@ bool read_request(int fd, std::string& method, std::string& path, std::string& b
   send_event(control, vm::booted{"6.1.0-fake", 128ull << 20, 42});
   send_event(control, vm::usage{12345, 23456, 3, 999, 0});
   if (starts(id, "oom-")) {
+    // As init does, the agent (and so its OOM) comes after the host's start.
+    char c1;
+    while (::read(control, &c1, 1) == 1 && c1 != '\n') {
+    }
     send_event(control, vm::oom{64ull << 20, 64ull << 20});
     send_event(control, vm::exited{0, 9, true, 64ull << 20});
     std::exit(0);

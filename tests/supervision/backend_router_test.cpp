@@ -109,7 +109,7 @@ struct fixture : testing::real_host {
   caf::expected<uint32_t> arm(const std::string& backend_name) {
     caf::expected<uint32_t> out{caf::sec::none};
     self->request(router, caf::duration{5s}, spawn_fault_atom::value,
-                  spawn_fault{2, true, 0, backend_name})
+                  spawn_fault{2, true, 0, backend_name, {}})
       .receive([&](uint32_t n) { out = n; }, [&](caf::error& e) { out = std::move(e); });
     return out;
   }

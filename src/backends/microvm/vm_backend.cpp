@@ -7,6 +7,7 @@
 #include "agentvisor/vm_control.hpp"
 
 #include <caf/all.hpp>
+#include <simdjson.h>
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -146,7 +147,7 @@ struct backend_state {
   std::map<std::string, vm_rec> vms;
   std::map<io::handle_id, std::string> handles; ///< handle -> agent
   std::set<caf::actor_addr> monitored;
-  spawn_fault armed{0, true, 0};
+  armed_spawn_faults armed;
   std::map<uint64_t, queued_spawn> delayed;
   uint64_t next_ticket = 0;
   static inline const char* name = "microvm_backend";
@@ -535,14 +536,57 @@ void start_qemu(self_ptr self, vm_rec& v) {
   v.ph = phase::booting;
 }
 
-/// One QMP line: the greeting asks for capabilities negotiation; answers
-/// and events are logged (status changes, the guest's reset).
+/// One QMP line: the greeting asks for capabilities negotiation, whose
+/// answer asks query-status; a VM not running before its guest booted
+/// fails the spawn at once (qemu pauses a VM it cannot run: a KVM internal
+/// error) instead of at the boot timeout. qemu's events
+/// (SHUTDOWN, RESET, GUEST_PANICKED, STOP, ...) are logged with the agent;
+/// an error answer is a warning. QMP is qemu's, not the guest's: a line
+/// that does not parse is logged and dropped.
 void on_qmp_line(self_ptr self, vm_rec& v, const std::string& line) {
-  if (line.find("\"QMP\"") != std::string::npos) {
-    self->state.io->write(v.qmp, "{\"execute\":\"qmp_capabilities\"}\n");
+  simdjson::dom::parser parser; // a few lines per VM: no parser kept
+  simdjson::dom::element doc;
+  if (parser.parse(line).get(doc) != simdjson::SUCCESS) {
+    log::agent(v.id).warn("qmp: not JSON: {}", line.substr(0, 200));
     return;
   }
-  log::agent(v.id).debug("qmp: {}", line.substr(0, 512));
+  if (doc["QMP"].error() == simdjson::SUCCESS) {
+    self->state.io->write(v.qmp, "{\"execute\":\"qmp_capabilities\",\"id\":\"caps\"}\n");
+    return;
+  }
+  std::string_view text;
+  if (doc["event"].get(text) == simdjson::SUCCESS) {
+    log::agent(v.id).info("qmp event {}", text);
+    // qemu pauses a VM it cannot run on (a KVM internal error): fail the
+    // spawn now rather than at the boot timeout. The console says more.
+    if (text == "STOP" && !v.booted && v.rp)
+      abort_vm(self, v, "qemu paused the VM before its guest booted (a KVM internal error?): "
+                          + console_tail(v));
+    return;
+  }
+  std::string_view id;
+  if (doc["id"].get(id) != simdjson::SUCCESS)
+    id = {};
+  if (doc["error"]["desc"].get(text) == simdjson::SUCCESS) {
+    log::agent(v.id).warn("qmp {}: {}", id, text);
+    return;
+  }
+  if (id == "caps") {
+    // A VM that fails at once (a KVM internal error) may stop before QMP
+    // sends events: ask for its status right after the negotiation too.
+    self->state.io->write(v.qmp, "{\"execute\":\"query-status\",\"id\":\"status\"}\n");
+    return;
+  }
+  if (id == "status" && doc["return"]["status"].get(text) == simdjson::SUCCESS) {
+    if (text == "running" || text == "prelaunch") {
+      log::agent(v.id).debug("qemu status: {} (pid {})", text, v.pid);
+    } else if (!v.booted && v.rp) {
+      abort_vm(self, v, "qemu's VM is in state \"" + std::string{text}
+                          + "\" before its guest booted: " + console_tail(v));
+    } else {
+      log::agent(v.id).warn("qemu status: {}", text);
+    }
+  }
 }
 
 /// mke2fs is done: the VMM.
@@ -694,6 +738,16 @@ void on_process_exited(self_ptr self, vm_rec& v, const io::process_exited& m) {
   }
   // The guest's last control lines (its agent's exit) may still be on their
   // way through the I/O thread: the control stream's EOF comes after them.
+  // A guest that connected and died at once may still sit in the vsock
+  // listeners' backlogs, its lines unread: take those connections now.
+  // (An accept that fails aborts the VM, which may end its record.)
+  auto id = v.id;
+  if (!v.control && v.listen_control)
+    accept_on(self, v, false);
+  if (self->state.vms.count(id) && !v.channel && v.listen_channel)
+    accept_on(self, v, true);
+  if (!self->state.vms.count(id))
+    return;
   if (v.control) {
     v.drain_timer = self->state.io->start_timer(as_actor(self), drain_timeout);
     self->state.handles[v.drain_timer] = v.id;
@@ -707,17 +761,16 @@ fc_actor::behavior_type running(self_ptr self) {
     [=](spawn_atom, agent_spec& spec, caf::actor& owner) -> caf::result<agent_started> {
       auto rp = self->make_response_promise<agent_started>();
       auto& st = self->state;
-      if (st.armed.count > 0) {
-        --st.armed.count;
-        if (st.armed.fail) {
+      if (auto fault = st.armed.take(spec.id)) {
+        if (fault->fail) {
           log::agent(spec.id).warn("chaos: spawn failure injected");
           rp.deliver(backend_error("agent " + spec.id + ": spawn failure injected (chaos)"));
           return rp;
         }
-        log::agent(spec.id).warn("chaos: spawn delayed by {} ms", st.armed.delay_ms);
+        log::agent(spec.id).warn("chaos: spawn delayed by {} ms", fault->delay_ms);
         auto ticket = ++st.next_ticket;
         st.delayed.emplace(ticket, queued_spawn{std::move(spec), std::move(owner), rp});
-        self->delayed_send(self, std::chrono::milliseconds(st.armed.delay_ms),
+        self->delayed_send(self, std::chrono::milliseconds(fault->delay_ms),
                            delayed_spawn_atom::value, ticket);
         return rp;
       }
@@ -746,8 +799,7 @@ fc_actor::behavior_type running(self_ptr self) {
       auto& st = self->state;
       if (!st.opts.allow_faults)
         return backend_error("spawn faults are off: set agents.allow_faults");
-      st.armed = f;
-      return st.armed.count;
+      return st.armed.arm(f);
     },
     [=](stop_atom, std::string& id, uint32_t grace_ms) {
       auto& st = self->state;

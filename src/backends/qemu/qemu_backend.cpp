@@ -3,9 +3,16 @@
 #include "agentvisor/vm_control.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <optional>
+#include <vector>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -46,6 +53,78 @@ bool has_machine(const std::string& binary, std::string_view machine) {
   return found;
 }
 
+/// Whether KVM runs this guest kernel: /dev/kvm may open and yet fail
+/// (nested virtualisation without the features the kernel uses: qemu
+/// reports "KVM internal error ... emulation failure" and pauses the VM, or
+/// aborts setting an MSR). Boots the kernel with no initramfs and no init:
+/// a working KVM panics at "no working init" and, with panic=-1 and
+/// -no-reboot, exits within a second or two. Anything else within the
+/// timeout, or an exit that is not clean, is a no, with qemu's last words.
+/// Blocking: start-up only.
+std::optional<std::string> kvm_fails(const std::string& binary, const std::string& machine,
+                                     const std::string& kernel) {
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0)
+    return std::string{"pipe: "} + std::strerror(errno);
+  std::vector<std::string> args{binary, "-M", machine == "microvm" ? "microvm" : "q35",
+                                "-accel", "kvm", "-m", "128M", "-nodefaults", "-no-user-config",
+                                "-display", "none", "-no-reboot", "-kernel", kernel,
+                                "-append", "console=ttyS0 panic=-1 quiet init=/agentvisor-kvm-probe",
+                                "-serial", "stdio"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    int err = errno;
+    ::close(out[0]);
+    ::close(out[1]);
+    return std::string{"fork: "} + std::strerror(err);
+  }
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::dup2(out[1], 2);
+    int null = ::open("/dev/null", O_RDONLY);
+    if (null >= 0) ::dup2(null, 0);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  std::string text;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  bool eof = false;
+  while (!eof) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) break;
+    pollfd p{out[0], POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+    char buf[4096];
+    auto n = ::read(out[0], buf, sizeof buf);
+    if (n <= 0) eof = true;
+    else if (text.size() < (1u << 16)) text.append(buf, static_cast<size_t>(n));
+    // A KVM internal error pauses the VM: it would never exit by itself.
+    if (text.find("KVM internal error") != std::string::npos) break;
+  }
+  ::close(out[0]);
+  int status = 0;
+  if (!eof) ::kill(pid, SIGKILL);
+  ::waitpid(pid, &status, 0);
+  if (eof && WIFEXITED(status) && WEXITSTATUS(status) == 0) return std::nullopt;
+  // qemu's own complaint is the reason; the kernel's log is not.
+  std::string why;
+  for (std::size_t at = 0; at < text.size();) {
+    auto nl = text.find('\n', at);
+    auto line = text.substr(at, nl == std::string::npos ? std::string::npos : nl - at);
+    if (line.starts_with("qemu-system") || line.starts_with("KVM") || line.find("failure") != std::string::npos)
+      why += (why.empty() ? "" : "; ") + line;
+    if (nl == std::string::npos) break;
+    at = nl + 1;
+  }
+  if (why.empty()) why = eof ? "qemu exited with status " + std::to_string(status) : "no exit within 20 s";
+  return why;
+}
+
 } // namespace
 
 std::string default_image_dir(const std::string& exe) {
@@ -73,7 +152,6 @@ result<host_choice> check_host(const backend_options& opts, const std::string& e
     return error::from_errno("qemu backend: qemu.accel is kvm but /dev/kvm is not usable", errno);
   if (opts.accel != "auto" && opts.accel != "kvm" && opts.accel != "tcg")
     return error{"qemu backend: qemu.accel must be auto, kvm or tcg, not \"" + opts.accel + "\""};
-  h.accel = opts.accel == "auto" ? (kvm ? "kvm" : "tcg") : opts.accel;
   if (opts.machine == "auto") {
     h.machine = has_machine(h.binary, "microvm") ? "microvm" : "q35";
   } else if (opts.machine == "microvm" || opts.machine == "q35") {
@@ -90,6 +168,13 @@ result<host_choice> check_host(const backend_options& opts, const std::string& e
     if (::access(path.c_str(), R_OK) != 0)
       return error::from_errno(std::string("qemu backend: guest ") + what + " " + path
                                  + " (build it: scripts/build-guest-image)", errno);
+  h.accel = opts.accel == "auto" ? (kvm ? "kvm" : "tcg") : opts.accel;
+  if (opts.accel == "auto" && kvm) {
+    if (auto why = kvm_fails(h.binary, h.machine, h.kernel)) {
+      h.accel = "tcg";
+      h.note = "/dev/kvm is there but KVM does not run the guest (" + *why + "): using TCG";
+    }
+  }
   h.tsc_khz = host_tsc_khz();
   return h;
 }

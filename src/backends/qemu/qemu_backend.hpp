@@ -47,11 +47,17 @@ struct host_choice {
   /// The host's TSC rate: told to a TCG guest, which has no device to
   /// calibrate its clock against on microvm (it hangs at boot otherwise).
   uint32_t tsc_khz = 0;
+  /// Why the choice differs from what one would guess (KVM present but
+  /// not working), for the start-up log; empty when nothing to say.
+  std::string note;
 };
 
 /// Resolves accel, machine and image; errors name what is missing (the
 /// binary, /dev/kvm when accel is kvm, the kernel or initrd, a machine this
-/// qemu lacks). Blocking (runs `qemu -M help`): start-up only.
+/// qemu lacks). With accel auto and a /dev/kvm that opens, boots the kernel
+/// once under KVM to see that it runs (a nested host may offer a KVM that
+/// fails on the guest's first instructions) and falls back to TCG if not.
+/// Blocking (runs qemu): start-up only.
 result<host_choice> check_host(const backend_options& opts, const std::string& exe);
 
 /// Where scripts/build-guest-image put the image for this executable: the

@@ -320,7 +320,7 @@ struct backend_state {
   /// Owners this actor monitors: an owner that dies takes its agents with it.
   std::set<caf::actor_addr> monitored;
   /// Chaos: spawns still to fail or delay, and the spawns being delayed.
-  spawn_fault armed{0, true, 0, {}};
+  armed_spawn_faults armed;
   std::map<uint64_t, queued_spawn> delayed;
   static inline const char* name = "sandbox_backend";
 
@@ -669,17 +669,16 @@ sandbox_actor::behavior_type running(self_ptr self) {
       // too (a returned error would reach nobody).
       auto rp = self->make_response_promise<agent_started>();
       auto& st = self->state;
-      if (st.armed.count > 0) {
-        --st.armed.count;
-        if (st.armed.fail) {
+      if (auto fault = st.armed.take(spec.id)) {
+        if (fault->fail) {
           log::agent(spec.id).warn("chaos: spawn failure injected");
           rp.deliver(backend_error("agent " + spec.id + ": spawn failure injected (chaos)"));
           return rp;
         }
-        log::agent(spec.id).warn("chaos: spawn delayed by {} ms", st.armed.delay_ms);
+        log::agent(spec.id).warn("chaos: spawn delayed by {} ms", fault->delay_ms);
         auto ticket = ++st.next_req;
         st.delayed.emplace(ticket, queued_spawn{std::move(spec), std::move(owner), rp});
-        self->delayed_send(self, std::chrono::milliseconds(st.armed.delay_ms),
+        self->delayed_send(self, std::chrono::milliseconds(fault->delay_ms),
                            delayed_spawn_atom::value, ticket);
         return rp;
       }
@@ -716,8 +715,7 @@ sandbox_actor::behavior_type running(self_ptr self) {
       auto& st = self->state;
       if (!st.host->opts.allow_faults)
         return backend_error("spawn faults are off: set agents.allow_faults");
-      st.armed = f;
-      return st.armed.count;
+      return st.armed.arm(f);
     },
     [=](stop_atom, std::string& id, uint32_t grace_ms) {
       auto& st = self->state;
