@@ -189,14 +189,22 @@ field_error positive(simdjson::dom::element v, std::string_view field, uint64_t 
   return std::nullopt;
 }
 
-field_error parse_agent_request(simdjson::dom::parser& parser, std::string_view body,
-                                agent_request& out) {
+/// A request body that must be one JSON object.
+field_error body_object(simdjson::dom::parser& parser, std::string_view body,
+                        simdjson::dom::object& obj) {
   simdjson::dom::element doc;
   if (auto e = parser.parse(body.data(), body.size()).get(doc))
     return std::string{"body: invalid JSON ("} + simdjson::error_message(e) + ")";
-  simdjson::dom::object obj;
   if (doc.get_object().get(obj) != simdjson::SUCCESS)
     return std::string{"body: expected a JSON object"};
+  return std::nullopt;
+}
+
+field_error parse_agent_request(simdjson::dom::parser& parser, std::string_view body,
+                                agent_request& out) {
+  simdjson::dom::object obj;
+  if (auto e = body_object(parser, body, obj))
+    return e;
   bool has_name = false;
   for (auto field : obj) {
     auto key = field.key;
@@ -256,12 +264,9 @@ struct fault_order {
 
 field_error parse_fault_order(simdjson::dom::parser& parser, std::string_view body,
                               fault_order& out) {
-  simdjson::dom::element doc;
-  if (auto e = parser.parse(body.data(), body.size()).get(doc))
-    return std::string{"body: invalid JSON ("} + simdjson::error_message(e) + ")";
   simdjson::dom::object obj;
-  if (doc.get_object().get(obj) != simdjson::SUCCESS)
-    return std::string{"body: expected a JSON object"};
+  if (auto e = body_object(parser, body, obj))
+    return e;
   bool has_kind = false, has_duration = false, has_how = false;
   for (auto field : obj) {
     auto key = field.key;
@@ -306,12 +311,9 @@ field_error parse_fault_order(simdjson::dom::parser& parser, std::string_view bo
 /// POST /v1/governor/pressure: {"duration_ms": N, "memory_bytes": M}.
 field_error parse_pressure(simdjson::dom::parser& parser, std::string_view body,
                            uint32_t& duration_ms, uint64_t& memory_bytes) {
-  simdjson::dom::element doc;
-  if (auto e = parser.parse(body.data(), body.size()).get(doc))
-    return std::string{"body: invalid JSON ("} + simdjson::error_message(e) + ")";
   simdjson::dom::object obj;
-  if (doc.get_object().get(obj) != simdjson::SUCCESS)
-    return std::string{"body: expected a JSON object"};
+  if (auto e = body_object(parser, body, obj))
+    return e;
   for (auto field : obj) {
     uint64_t x = 0;
     if (field.key == "duration_ms") {

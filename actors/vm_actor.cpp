@@ -388,6 +388,8 @@ void poll_usage(self_ptr self) {
       auto& s = self->state;
       s.memory_bytes = u.memory_bytes;
       metrics::metrics::agent_memory(s.series, u.memory_bytes);
+      if (s.ctx.metrics && u.machine_memory_bytes > 0)
+        s.ctx.metrics->agent_machine_available(s.series, s.id, u.machine_available_bytes);
       if (s.ctx.governor)
         self->send(s.ctx.governor, std::move(u));
     },

@@ -334,6 +334,8 @@ double mean_of(const std::vector<uint64_t>& v) {
 }
 
 constexpr double mib = 1024.0 * 1024.0;
+constexpr double boot_target_ms = 200;
+constexpr double memory_target_mib = 200;
 
 std::string report(const options& o, const std::string& started, const cpu_sample& cpu_start,
                    const std::vector<backend_run>& runs, double wall_s) {
@@ -346,12 +348,14 @@ std::string report(const options& o, const std::string& started, const cpu_sampl
   for (const auto& b : runs) {
     if (b.boot_ms.empty())
       continue;
+    // The users' report's targets for a VM: spawn < 200 ms, memory < 200 MB.
     auto s = summarize(b.boot_ms);
-    metrics.push_back({b.name + "_boot_to_ready_p50", round_to(s.p50, 1), "ms", {},
-                       "none (reported)", {}});
-    metrics.push_back({b.name + "_host_memory_per_agent",
-                       round_to(static_cast<double>(b.mem_available_drop) / b.concurrent / mib, 1),
-                       "MiB", {}, "none (reported)", {}});
+    double boot = round_to(s.p50, 1);
+    metrics.push_back({b.name + "_boot_to_ready_p50", boot, "ms", boot_target_ms,
+                       "< 200 ms (the users' VM spawn target)", boot < boot_target_ms});
+    double mem = round_to(static_cast<double>(b.mem_available_drop) / b.concurrent / mib, 1);
+    metrics.push_back({b.name + "_host_memory_per_agent", mem, "MiB", memory_target_mib,
+                       "< 200 MiB (the users' agent memory target)", mem < memory_target_mib});
     if (sandbox_p50 && b.name != "sandbox" && *sandbox_p50 > 0)
       metrics.push_back({b.name + "_boot_over_sandbox_p50", round_to(s.p50 / *sandbox_p50, 1),
                          "ratio", {}, "none (reported)", {}});

@@ -94,6 +94,11 @@ struct agent_usage {
   uint64_t pids = 0;
   uint64_t cpu_usage_ns = 0;
   uint64_t oom_kills = 0;
+  /// qemu microVMs: the VM's memory as its kernel counts it and what it
+  /// has available, from the balloon device's statistics (QMP); 0 when
+  /// the backend has none (sandbox, firecracker) or none came yet.
+  uint64_t machine_memory_bytes = 0;
+  uint64_t machine_available_bytes = 0;
 };
 
 /// Chaos: the backend's next `count` spawns fail (`fail`) or start only
@@ -174,7 +179,8 @@ typename Inspector::result_type inspect(Inspector& f, agent_exited& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, agent_usage& x) {
   return f(caf::meta::type_name("agent_usage"), x.id, x.memory_bytes,
-           x.memory_peak_bytes, x.pids, x.cpu_usage_ns, x.oom_kills);
+           x.memory_peak_bytes, x.pids, x.cpu_usage_ns, x.oom_kills,
+           x.machine_memory_bytes, x.machine_available_bytes);
 }
 
 /// spawn: start an agent owned by `owner`; answers when its guest runs (or

@@ -87,6 +87,9 @@ struct agent_series {
   prometheus::Gauge* memory_bytes = nullptr;
   prometheus::Counter* tool_calls = nullptr;
   prometheus::Gauge* heartbeat_lag_seconds = nullptr;
+  /// Only for agents in a VM whose backend reports it (qemu): made on the
+  /// first report.
+  prometheus::Gauge* machine_available_bytes = nullptr;
 
   explicit operator bool() const noexcept { return memory_bytes != nullptr; }
 };
@@ -144,6 +147,10 @@ public:
   static void agent_memory(const agent_series& s, uint64_t bytes) noexcept;
   static void agent_tool_call(const agent_series& s) noexcept;
   static void agent_heartbeat_lag(const agent_series& s, std::chrono::nanoseconds lag) noexcept;
+  /// What the agent's VM has available (qemu's balloon statistics); the
+  /// series is added on the first call (a family lock once per agent).
+  /// `agent_id`: the id add_agent was given.
+  void agent_machine_available(agent_series& s, const std::string& agent_id, uint64_t bytes);
 
   /// The registry's families and the process metrics, collected now
   /// (scrape time only).

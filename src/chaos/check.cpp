@@ -99,15 +99,17 @@ std::string reasons_text(const std::vector<std::string>& reasons) {
 //  - an earlier fault on the same agent whose record holds this same down
 //    with a reason it expected (a hang not yet found when an oom lands:
 //    the down the oom sees is the hang's);
-//  - host memory pressure (no target: it evicts whom the governor picks)
-//    injected between r and an `evicted` down.
+//  - host memory pressure (no target: it evicts whom the governor picks,
+//    as long as it lasts) under way at an `evicted` down: injected before
+//    it, and lasting until it or at most `window_s` (the detection bound)
+//    before it.
 bool explained_by_other(const run_log& log, const fault_record& r, double t,
-                        std::string_view reason) {
+                        std::string_view reason, double window_s) {
   for (const auto& o : log.faults) {
     if (&o == &r || o.skipped)
       continue;
     if (o.fault.kind == fault_kind::governor_pressure && reason == "evicted"
-        && o.injected_s >= r.injected_s && o.injected_s <= t)
+        && o.injected_s <= t && t <= o.injected_s + o.fault.duration_ms / 1000.0 + window_s)
       return true;
     if (o.agent_id != r.agent_id || o.injected_s > t)
       continue;
@@ -139,7 +141,8 @@ invariant_result faults_observed(const scenario& s, const run_log& log) {
       else if (!r.down_reason || !r.detected_s)
         v.add(fault_name(r) + ": never went down, " + expect);
       else if (!reason_expected(r)
-               && !explained_by_other(log, r, *r.detected_s, reason_name(*r.down_reason)))
+               && !explained_by_other(log, r, *r.detected_s, reason_name(*r.down_reason),
+                                      detect_s))
         v.add(fault_name(r) + ": went down \"" + *r.down_reason + "\", " + expect);
       else if (*r.detected_s - r.injected_s > detect_s + slack_s)
         v.add(fault_name(r) + ": down " + ms(*r.detected_s - r.injected_s)
@@ -154,7 +157,8 @@ invariant_result faults_observed(const scenario& s, const run_log& log) {
       continue;
     double window_end = r.injected_s + r.fault.duration_ms / 1000.0 + detect_s;
     double t = *r.detected_s;
-    if (t <= window_end && !explained_by_other(log, r, t, reason_name(*r.down_reason)))
+    if (t <= window_end
+        && !explained_by_other(log, r, t, reason_name(*r.down_reason), detect_s))
       v.add(fault_name(r) + ": expected to survive, went down \"" + *r.down_reason
             + "\" " + ms(t - r.injected_s) + " after injection");
   }

@@ -89,11 +89,9 @@ bool healthz(const std::string& host, uint16_t port) {
   return got.rfind("HTTP/1.1 200", 0) == 0;
 }
 
-/// What the run left behind: cgroups named after its instance, processes
-/// inside them, mounts under its state dir, fds beyond those it started with.
-std::vector<std::string> leftovers(const std::string& instance, const std::string& state_dir,
-                                   const std::map<int, std::string>& fds_before) {
-  std::vector<std::string> out;
+/// The cgroup directories named agentvisor/<instance> on this host.
+std::vector<fs::path> instance_cgroups(const std::string& instance) {
+  std::vector<fs::path> out;
   std::error_code ec;
   for (auto it = fs::recursive_directory_iterator("/sys/fs/cgroup", ec);
        !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
@@ -103,8 +101,19 @@ std::vector<std::string> leftovers(const std::string& instance, const std::strin
     }
     if (it->is_directory(ec) && it->path().filename() == instance
         && it->path().parent_path().filename() == "agentvisor")
-      out.push_back("cgroup " + it->path().string());
+      out.push_back(it->path());
   }
+  return out;
+}
+
+/// What the run left behind: cgroups named after its instance, processes
+/// inside them, mounts under its state dir, fds beyond those it started with.
+std::vector<std::string> leftovers(const std::string& instance, const std::string& state_dir,
+                                   const std::map<int, std::string>& fds_before) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& dir : instance_cgroups(instance))
+    out.push_back("cgroup " + dir.string());
   auto marker = "agentvisor/" + instance + "/";
   for (auto it = fs::directory_iterator("/proc", ec); !ec && it != fs::directory_iterator();
        it.increment(ec)) {
@@ -189,22 +198,6 @@ bool same_value(const std::string& a, const std::string& b) {
   return end_a != a.c_str() && *end_a == 0 && end_b != b.c_str() && *end_b == 0 && x == y;
 }
 
-/// The cgroup directories named agentvisor/<instance> on this host.
-std::vector<fs::path> instance_cgroups(const std::string& instance) {
-  std::vector<fs::path> out;
-  std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator("/sys/fs/cgroup", ec);
-       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    if (it.depth() > 3) {
-      it.disable_recursion_pending();
-      continue;
-    }
-    if (it->is_directory(ec) && it->path().filename() == instance
-        && it->path().parent_path().filename() == "agentvisor")
-      out.push_back(it->path());
-  }
-  return out;
-}
 
 /// What a remote run can see of its leftovers on this host: the cgroups of
 /// its machines under the supervisor's instance, and processes in them.

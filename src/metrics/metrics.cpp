@@ -196,6 +196,11 @@ struct metrics::families {
                   .Name("agentvisor_agent_heartbeat_lag_seconds")
                   .Help("One agent's last heartbeat lag (metrics.per_agent).")
                   .Register(r)),
+      agent_machine_available(prometheus::BuildGauge()
+                                .Name("agentvisor_agent_machine_available_bytes")
+                                .Help("Memory available in one agent's VM, from qemu's balloon "
+                                      "statistics (metrics.per_agent; qemu agents only).")
+                                .Register(r)),
       agent_series_dropped(prometheus::BuildCounter()
                              .Name("agentvisor_agent_series_dropped_total")
                              .Help("Agents that got no per-agent series: "
@@ -275,6 +280,7 @@ struct metrics::families {
   prometheus::Family<prometheus::Gauge>& agent_memory;
   prometheus::Family<prometheus::Counter>& agent_calls;
   prometheus::Family<prometheus::Gauge>& agent_lag;
+  prometheus::Family<prometheus::Gauge>& agent_machine_available;
   prometheus::Family<prometheus::Counter>& agent_series_dropped;
 
   std::array<prometheus::Gauge*, vm_state_count> state_gauges{};
@@ -438,8 +444,19 @@ void metrics::remove_agent(agent_series& s) {
   f_->agent_memory.Remove(s.memory_bytes);
   f_->agent_calls.Remove(s.tool_calls);
   f_->agent_lag.Remove(s.heartbeat_lag_seconds);
+  if (s.machine_available_bytes != nullptr)
+    f_->agent_machine_available.Remove(s.machine_available_bytes);
   s = {};
   agent_series_live_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void metrics::agent_machine_available(agent_series& s, const std::string& agent_id,
+                                      uint64_t bytes) {
+  if (!s)
+    return;
+  if (s.machine_available_bytes == nullptr)
+    s.machine_available_bytes = &f_->agent_machine_available.Add({{"agent", agent_id}});
+  s.machine_available_bytes->Set(static_cast<double>(bytes));
 }
 
 void metrics::agent_memory(const agent_series& s, uint64_t bytes) noexcept {

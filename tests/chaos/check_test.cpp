@@ -101,6 +101,19 @@ TEST_CASE("faults_observed: a fault expecting survival must not take its agent d
     log.restarts.push_back({"a-3", 8.5, 8.9, 0});
     CHECK(find(check(test_scenario(), log), "faults_observed").passed);
   }
+  SUBCASE("unless host memory pressure still under way (injected earlier) evicted it") {
+    log.faults[2].down_reason = "evicted";
+    auto p = chaos_test::fault(6, fault_kind::governor_pressure, "", 7.5);
+    p.fault.duration_ms = 2000;
+    log.faults.push_back(p);
+    log.restarts.push_back({"a-3", 8.5, 8.9, 0});
+    CHECK(find(check(test_scenario(), log), "faults_observed").passed);
+    // Pressure long over (7.5 s + 2 s + the 2 s detection bound < 12 s)
+    // explains nothing.
+    log.faults[2].detected_s = 12.0;
+    log.faults[2].fault.duration_ms = 5000; // the down falls in the cpu_hog's window
+    CHECK_FALSE(find(check(test_scenario(), log), "faults_observed").passed);
+  }
   SUBCASE("but pressure does not excuse a down of another reason") {
     log.faults.push_back(chaos_test::fault(6, fault_kind::governor_pressure, "", 8.2));
     log.restarts.push_back({"a-3", 8.5, 8.9, 0});

@@ -318,6 +318,34 @@ TEST_CASE("scenarios/smoke.json: every kind on a schedule, 4 agents, under a min
   CHECK(hanging >= 1);
 }
 
+TEST_CASE("scenarios/smoke-qemu.json: every kind on the qemu backend, fewer agents, wider bounds") {
+  auto r = load_scenario(path("smoke-qemu.json"));
+  REQUIRE_MESSAGE(r.has_value(), r.err().message);
+  const auto& s = *r;
+  CHECK(s.backend == "qemu");
+  CHECK(s.agent_count < 4);
+  std::set<fault_kind> kinds;
+  for (const auto& f : s.schedule)
+    kinds.insert(f.kind);
+  CHECK(kinds.size() == fault_kind_count);
+  auto cfg = parse_config(s.supervisor_json);
+  REQUIRE(cfg.has_value());
+  CHECK(cfg->agents.allow_faults);
+  // A restart is a VM boot: seconds under TCG.
+  CHECK(cfg->qemu.boot_timeout_ms >= 60000);
+  CHECK(cfg->agents.ready_timeout_ms >= 60000);
+  int surviving = 0, hanging = 0;
+  for (const auto& f : s.schedule) {
+    if (f.kind != fault_kind::partition)
+      continue;
+    auto d = f.duration_ms != 0 ? f.duration_ms : s.fault_duration_ms;
+    auto e = expected_reasons(f.kind, d, cfg->agents.heartbeat_ms, cfg->agents.hang_timeout_ms);
+    (e.empty() ? surviving : hanging)++;
+  }
+  CHECK(surviving >= 1);
+  CHECK(hanging >= 1);
+}
+
 TEST_CASE("scenarios/roadmap.json: the roadmap's failures at a 200 MB limit") {
   auto r = load_scenario(path("roadmap.json"));
   REQUIRE_MESSAGE(r.has_value(), r.err().message);

@@ -115,6 +115,27 @@ TEST_CASE("an agent's series appear with add_agent and go with remove_agent") {
   CHECK(series_count(m.registry().Collect(), "agentvisor_agent_memory_bytes") == 0);
 }
 
+TEST_CASE("a VM's available memory gets its series on the first report, and goes with the agent") {
+  am::metrics m(config());
+  auto vm = m.add_agent("vm-1");
+  auto sb = m.add_agent("sb-1");
+  REQUIRE(static_cast<bool>(vm));
+  // Nobody reported yet: no series, not even a zero.
+  CHECK(series_count(m.registry().Collect(), "agentvisor_agent_machine_available_bytes") == 0);
+  m.agent_machine_available(vm, "vm-1", 100ull << 20);
+  m.agent_machine_available(vm, "vm-1", 90ull << 20);
+  auto fs = m.registry().Collect();
+  CHECK(series_count(fs, "agentvisor_agent_machine_available_bytes") == 1);
+  CHECK(value_of(fs, "agentvisor_agent_machine_available_bytes", {{"agent", "vm-1"}})
+        == static_cast<double>(90ull << 20));
+  m.remove_agent(vm);
+  m.remove_agent(sb);
+  CHECK(series_count(m.registry().Collect(), "agentvisor_agent_machine_available_bytes") == 0);
+  // A handle without series (dropped, or removed) takes reports harmlessly.
+  m.agent_machine_available(vm, "vm-1", 1);
+  CHECK(series_count(m.registry().Collect(), "agentvisor_agent_machine_available_bytes") == 0);
+}
+
 TEST_CASE("per-agent series stop at max_agent_series and the dropped counter counts the rest") {
   am::metrics m(config(true, 3));
   std::vector<am::agent_series> got;

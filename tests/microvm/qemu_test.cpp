@@ -1,7 +1,7 @@
 // qemu_boot: real qemu VMs booting the real guest image (TCG here, KVM where
 // /dev/kvm is usable) through the qemu backend actor: every tool, a stop; a
 // command's allocation past the agent's memory (an OOM kill in the VM,
-// reported while the agent lives on); the guest itself OOM-killed (its exit
+// reported while the agent lives on); usage with QMP's balloon statistics; the guest itself OOM-killed (its exit
 // says so); the qemu process killed (an exit event). After each: the VM's
 // directory gone, no qemu of ours running, no I/O handle left. Exits 77
 // naming what is missing (qemu-system-x86_64, the guest image).
@@ -198,6 +198,25 @@ TEST_CASE("a qemu VM runs every tool, survives a command's OOM kill, and stops")
   // The agent lives on.
   auto again = v->call("read_file", R"({"path":"dir/a.txt"})");
   CHECK(again.ok);
+
+  // usage: the guest cgroup's numbers, and the VM's own from the balloon
+  // statistics over QMP (polled every heartbeat; the first may take a few).
+  agent_usage u;
+  for (int i = 0; i < 30 && u.machine_memory_bytes == 0; ++i) {
+    (*h.self)->request(h.backend, caf::infinite, usage_atom::value, std::string{"tools"})
+      .receive([&](agent_usage& x) { u = x; }, [&](caf::error& e) { FAIL(h.sys.render(e)); });
+    if (u.machine_memory_bytes == 0)
+      (*h.self)->receive([](io::stream_line&) {}, [&](agent_oom& o) { v->ooms.push_back(o); },
+                         caf::after(1s) >> [] {});
+  }
+  INFO("usage: memory " << u.memory_bytes << ", VM total " << u.machine_memory_bytes
+                        << ", VM available " << u.machine_available_bytes);
+  CHECK(u.memory_bytes > 0);
+  // 128 MiB + the 96 MiB reserve, less what the kernel keeps for itself.
+  CHECK(u.machine_memory_bytes > (128ull << 20));
+  CHECK(u.machine_memory_bytes <= (224ull << 20));
+  CHECK(u.machine_available_bytes > 0);
+  CHECK(u.machine_available_bytes < u.machine_memory_bytes);
 
   (*h.self)->send(h.backend, stop_atom::value, std::string{"tools"}, uint32_t{3000});
   auto x = v->wait_exit();

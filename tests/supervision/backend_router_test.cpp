@@ -35,7 +35,7 @@ backend_actor::behavior_type stand_in(backend_actor::pointer, caf::actor observe
     [=](kill_atom, std::string& id) { note("kill " + id); },
     [=](usage_atom, std::string& id) {
       note("usage " + id);
-      return agent_usage{id, 1, 2, 3, 4, 0};
+      return agent_usage{id, 1, 2, 3, 4, 0, 0, 0};
     },
     [=](signal_atom, std::string& id, int32_t sig) {
       note("signal " + id + " " + std::to_string(sig));

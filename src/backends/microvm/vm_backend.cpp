@@ -1,6 +1,7 @@
 #include "vm_backend.hpp"
 
 #include "api.hpp"
+#include "../spawn_faults.hpp"
 
 #include "agentvisor/guest_protocol.hpp"
 #include "agentvisor/log.hpp"
@@ -66,7 +67,7 @@ std::string mke2fs_path() {
 namespace {
 
 /// A spawn held back by a slow_spawn fault, then started.
-using delayed_spawn_atom = caf::atom_constant<caf::atom("dlyspawn")>;
+using backends::delayed_spawn_atom;
 
 using fc_actor = backend_actor::extend<
   caf::reacts_to<io::stream_line>, caf::reacts_to<io::stream_closed>,
@@ -131,13 +132,12 @@ struct vm_rec {
   int vmm_code = 0, vmm_signal = 0;
   std::optional<vm::exited> guest_exit;
   vm::usage last_usage;
+  /// qemu: the balloon device's latest statistics (QMP), 0 until one came.
+  uint64_t balloon_total = 0, balloon_available = 0;
+  bool balloon_asked = false; ///< a qom-get is in flight
 };
 
-struct queued_spawn {
-  agent_spec spec;
-  caf::actor owner;
-  caf::typed_response_promise<agent_started> rp;
-};
+using backends::queued_spawn;
 
 struct backend_state {
   io::io_thread* io = nullptr;
@@ -148,8 +148,7 @@ struct backend_state {
   std::map<io::handle_id, std::string> handles; ///< handle -> agent
   std::set<caf::actor_addr> monitored;
   armed_spawn_faults armed;
-  std::map<uint64_t, queued_spawn> delayed;
-  uint64_t next_ticket = 0;
+  backends::held_spawns delayed;
   static inline const char* name = "microvm_backend";
 
   backend_state() = default;
@@ -462,6 +461,14 @@ void maybe_ready(self_ptr self, vm_rec& v) {
   log::agent(v.id).debug("{} VM booted: pid {}", st.opts.name, v.pid);
   v.rp->deliver(agent_started{v.id, v.pid, v.channel, st.opts.name});
   v.rp.reset();
+  if (v.qmp) {
+    // The balloon's statistics, refreshed by the guest as often as it
+    // sends usage (at least every second: QMP counts whole seconds).
+    auto secs = std::max<uint32_t>(1, v.spec.heartbeat_ms / 1000);
+    st.io->write(v.qmp, "{\"execute\":\"qom-set\",\"id\":\"poll\",\"arguments\":{\"path\":"
+                        "\"/machine/peripheral/balloon0\",\"property\":"
+                        "\"guest-stats-polling-interval\",\"value\":" + std::to_string(secs) + "}}\n");
+  }
 }
 
 void on_control_line(self_ptr self, vm_rec& v, const std::string& line) {
@@ -487,6 +494,12 @@ void on_control_line(self_ptr self, vm_rec& v, const std::string& line) {
           caf::anon_send(v.owner, agent_oom{v.id, e.limit_bytes, e.peak_bytes});
       } else if constexpr (std::is_same_v<T, vm::usage>) {
         v.last_usage = e;
+        if (v.qmp && v.started && !v.balloon_asked) {
+          v.balloon_asked = true;
+          st.io->write(v.qmp, "{\"execute\":\"qom-get\",\"id\":\"balloon\",\"arguments\":"
+                              "{\"path\":\"/machine/peripheral/balloon0\",\"property\":"
+                              "\"guest-stats\"}}\n");
+        }
       } else if constexpr (std::is_same_v<T, vm::exited>) {
         v.guest_exit = e;
         // The guest reboots next, which ends firecracker (reboot=k).
@@ -567,8 +580,24 @@ void on_qmp_line(self_ptr self, vm_rec& v, const std::string& line) {
   std::string_view id;
   if (doc["id"].get(id) != simdjson::SUCCESS)
     id = {};
+  if (id == "balloon")
+    v.balloon_asked = false;
   if (doc["error"]["desc"].get(text) == simdjson::SUCCESS) {
-    log::agent(v.id).warn("qmp {}: {}", id, text);
+    // Statistics are asked every heartbeat: their refusal is no news.
+    if (id == "balloon")
+      log::agent(v.id).debug("qmp balloon: {}", text);
+    else
+      log::agent(v.id).warn("qmp {}: {}", id, text);
+    return;
+  }
+  if (id == "balloon") {
+    // -1 marks a statistic the guest has not given (yet).
+    int64_t total = -1, available = -1;
+    auto stats = doc["return"]["stats"];
+    if (stats["stat-total-memory"].get(total) == simdjson::SUCCESS && total > 0)
+      v.balloon_total = static_cast<uint64_t>(total);
+    if (stats["stat-available-memory"].get(available) == simdjson::SUCCESS && available >= 0)
+      v.balloon_available = static_cast<uint64_t>(available);
     return;
   }
   if (id == "caps") {
@@ -761,32 +790,18 @@ fc_actor::behavior_type running(self_ptr self) {
     [=](spawn_atom, agent_spec& spec, caf::actor& owner) -> caf::result<agent_started> {
       auto rp = self->make_response_promise<agent_started>();
       auto& st = self->state;
-      if (auto fault = st.armed.take(spec.id)) {
-        if (fault->fail) {
-          log::agent(spec.id).warn("chaos: spawn failure injected");
-          rp.deliver(backend_error("agent " + spec.id + ": spawn failure injected (chaos)"));
-          return rp;
-        }
-        log::agent(spec.id).warn("chaos: spawn delayed by {} ms", fault->delay_ms);
-        auto ticket = ++st.next_ticket;
-        st.delayed.emplace(ticket, queued_spawn{std::move(spec), std::move(owner), rp});
-        self->delayed_send(self, std::chrono::milliseconds(fault->delay_ms),
-                           delayed_spawn_atom::value, ticket);
+      if (backends::meet_spawn_fault(self, st.armed, st.delayed, spec, owner, rp))
         return rp;
-      }
       if (auto err = begin_spawn(self, spec, owner, rp))
         rp.deliver(std::move(err));
       return rp;
     },
     [=](delayed_spawn_atom, uint64_t ticket) {
-      auto& st = self->state;
-      auto it = st.delayed.find(ticket);
-      if (it == st.delayed.end())
+      auto q = self->state.delayed.release(ticket);
+      if (!q)
         return;
-      auto q = std::move(it->second);
-      st.delayed.erase(it);
-      if (auto err = begin_spawn(self, q.spec, q.owner, q.rp))
-        q.rp.deliver(std::move(err));
+      if (auto err = begin_spawn(self, q->spec, q->owner, q->rp))
+        q->rp.deliver(std::move(err));
     },
     [=](signal_atom, std::string& id, int32_t sig) {
       auto& st = self->state;
@@ -829,9 +844,10 @@ fc_actor::behavior_type running(self_ptr self) {
       auto it = st.vms.find(id);
       if (it == st.vms.end())
         return backend_error("no agent " + id);
-      const auto& u = it->second.last_usage;
+      const auto& v = it->second;
+      const auto& u = v.last_usage;
       return agent_usage{id, u.memory_bytes, u.memory_peak_bytes, u.pids, u.cpu_usage_ns,
-                         u.oom_kills};
+                         u.oom_kills, v.balloon_total, v.balloon_available};
     },
     [=](io::stream_line& m) {
       auto* v = vm_of(self->state, m.id, false);

@@ -3,6 +3,7 @@
 #include "cgroup.hpp"
 #include "sandbox.hpp"
 #include "template.hpp"
+#include "../spawn_faults.hpp"
 
 #include "agentvisor/guest_protocol.hpp"
 #include "agentvisor/log.hpp"
@@ -256,7 +257,7 @@ std::string describe(const prepared_host& host) {
 namespace {
 
 /// A spawn held back by a slow_spawn fault, then started.
-using delayed_spawn_atom = caf::atom_constant<caf::atom("dlyspawn")>;
+using backends::delayed_spawn_atom;
 
 using sandbox_actor = backend_actor::extend<
   caf::reacts_to<io::stream_line>, caf::reacts_to<io::stream_closed>,
@@ -297,11 +298,7 @@ struct pending_spawn {
 /// workspace) while it waits. The rest wait in `queued`, unprepared.
 constexpr size_t max_spawns_in_flight = 64;
 
-struct queued_spawn {
-  agent_spec spec;
-  caf::actor owner;
-  caf::typed_response_promise<agent_started> rp;
-};
+using backends::queued_spawn;
 
 struct backend_state {
   io::io_thread* io = nullptr;
@@ -321,7 +318,7 @@ struct backend_state {
   std::set<caf::actor_addr> monitored;
   /// Chaos: spawns still to fail or delay, and the spawns being delayed.
   armed_spawn_faults armed;
-  std::map<uint64_t, queued_spawn> delayed;
+  backends::held_spawns delayed;
   static inline const char* name = "sandbox_backend";
 
   backend_state() = default;
@@ -669,19 +666,8 @@ sandbox_actor::behavior_type running(self_ptr self) {
       // too (a returned error would reach nobody).
       auto rp = self->make_response_promise<agent_started>();
       auto& st = self->state;
-      if (auto fault = st.armed.take(spec.id)) {
-        if (fault->fail) {
-          log::agent(spec.id).warn("chaos: spawn failure injected");
-          rp.deliver(backend_error("agent " + spec.id + ": spawn failure injected (chaos)"));
-          return rp;
-        }
-        log::agent(spec.id).warn("chaos: spawn delayed by {} ms", fault->delay_ms);
-        auto ticket = ++st.next_req;
-        st.delayed.emplace(ticket, queued_spawn{std::move(spec), std::move(owner), rp});
-        self->delayed_send(self, std::chrono::milliseconds(fault->delay_ms),
-                           delayed_spawn_atom::value, ticket);
+      if (backends::meet_spawn_fault(self, st.armed, st.delayed, spec, owner, rp))
         return rp;
-      }
       if (st.pending.size() >= max_spawns_in_flight) {
         st.queued.push_back(queued_spawn{std::move(spec), std::move(owner), rp});
         return rp;
@@ -692,17 +678,15 @@ sandbox_actor::behavior_type running(self_ptr self) {
     },
     [=](delayed_spawn_atom, uint64_t ticket) {
       auto& st = self->state;
-      auto it = st.delayed.find(ticket);
-      if (it == st.delayed.end())
+      auto q = st.delayed.release(ticket);
+      if (!q)
         return;
-      auto q = std::move(it->second);
-      st.delayed.erase(it);
       if (st.pending.size() >= max_spawns_in_flight) {
-        st.queued.push_back(std::move(q));
+        st.queued.push_back(std::move(*q));
         return;
       }
-      if (auto err = begin_spawn(self, q.spec, q.owner, q.rp))
-        q.rp.deliver(std::move(err));
+      if (auto err = begin_spawn(self, q->spec, q->owner, q->rp))
+        q->rp.deliver(std::move(err));
     },
     [=](signal_atom, std::string& id, int32_t sig) {
       auto& st = self->state;
@@ -745,7 +729,7 @@ sandbox_actor::behavior_type running(self_ptr self) {
       if (!u)
         return backend_error("agent " + id + ": " + u.err().message);
       return agent_usage{id, u->memory_bytes, u->memory_peak_bytes, u->pids,
-                         u->cpu_usage_ns, u->oom_kills};
+                         u->cpu_usage_ns, u->oom_kills, 0, 0};
     },
     [=](io::stream_line& m) {
       if (m.id == self->state.template_stream)
