@@ -59,6 +59,8 @@ struct runner_state {
   uint64_t next_agent = 0;
   clock_type::time_point settle_deadline;
   double last_progress = -1;
+  double last_so_far = -100;
+  std::string so_far; ///< the progress line's invariants part
   static inline const char* name = "chaos_runner";
 };
 
@@ -318,12 +320,26 @@ void progress(self_ptr self, bool final_line = false) {
                                 [](auto& r) { return r.injected_s > 0; });
   auto seen = std::count_if(st.log.faults.begin(), st.log.faults.end(),
                             [](auto& r) { return r.detected_s.has_value(); });
-  std::fprintf(stderr, "\rchaos %s: %6.1f / %.0f s, faults %ld/%zu injected, %ld downs seen, calls %lu sent, %lu ok, %lu failed%s",
+  // The invariants that can be judged while running, every few seconds
+  // (a copy of the log's settled faults: cheap next to the run).
+  if (final_line || t - st.last_so_far >= 5) {
+    st.last_so_far = t;
+    auto inv = chaos::check_so_far(st.opts.scenario, st.log, t);
+    std::string failing;
+    for (const auto& i : inv)
+      if (!i.passed)
+        failing += (failing.empty() ? "" : ", ") + i.name;
+    st.so_far = failing.empty() ? std::to_string(inv.size()) + "/" + std::to_string(inv.size())
+                                    + " invariants holding so far"
+                                : "FAILING so far: " + failing;
+  }
+  std::fprintf(stderr, "\r\033[Kchaos %s: %6.1f / %.0f s, faults %ld/%zu injected, %ld downs seen, calls %lu sent, %lu ok, %lu failed; %s%s",
                st.opts.scenario.name.c_str(), t, st.opts.scenario.duration_s,
                static_cast<long>(injected), st.log.faults.size(), static_cast<long>(seen),
                static_cast<unsigned long>(st.log.calls.sent),
                static_cast<unsigned long>(st.log.calls.ok),
-               static_cast<unsigned long>(st.log.calls.failed), final_line ? "\n" : "");
+               static_cast<unsigned long>(st.log.calls.failed), st.so_far.c_str(),
+               final_line ? "\n" : "");
 }
 
 // --- phases ----------------------------------------------------------------------

@@ -229,6 +229,12 @@ struct invariant_result {
 /// recovered, no_leftovers, supervisor_alive.
 std::vector<invariant_result> check(const scenario& s, const run_log& log);
 
+/// The invariants a run can judge while it runs, on its log at `now_s`
+/// seconds into it: faults_observed on the faults injected at least
+/// detect_within_ms ago (the others may yet be seen), restart_intensity
+/// and backoff. For the progress line; the verdict is check()'s.
+std::vector<invariant_result> check_so_far(const scenario& s, const run_log& log, double now_s);
+
 /// The verdict: every checked invariant passed (and there is at least one).
 /// Unchecked ones do not fail a run; the report lists them as not checked.
 bool all_passed(const std::vector<invariant_result>& inv);

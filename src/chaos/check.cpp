@@ -9,6 +9,9 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <map>
+#include <string>
+#include <vector>
 
 namespace agentvisor::chaos {
 namespace {
@@ -92,6 +95,24 @@ std::string reasons_text(const std::vector<std::string>& reasons) {
   return out;
 }
 
+// The faults by target, and the pressure faults: a soak has 10,000 faults,
+// and each looks only at those of its agent.
+struct fault_index {
+  std::map<std::string, std::vector<const fault_record*>, std::less<>> by_agent;
+  std::vector<const fault_record*> pressure;
+
+  explicit fault_index(const run_log& log) {
+    for (const auto& o : log.faults) {
+      if (o.skipped)
+        continue;
+      if (o.fault.kind == fault_kind::governor_pressure)
+        pressure.push_back(&o);
+      else
+        by_agent[o.agent_id].push_back(&o);
+    }
+  }
+};
+
 // Whether another fault explains r's down at `t` with `reason`, so that r
 // was pre-empted rather than missed:
 //  - a later fault on the same agent injected before `t` (a kill during a
@@ -103,15 +124,19 @@ std::string reasons_text(const std::vector<std::string>& reasons) {
 //    as long as it lasts) under way at an `evicted` down: injected before
 //    it, and lasting until it or at most `window_s` (the detection bound)
 //    before it.
-bool explained_by_other(const run_log& log, const fault_record& r, double t,
+bool explained_by_other(const fault_index& idx, const fault_record& r, double t,
                         std::string_view reason, double window_s) {
-  for (const auto& o : log.faults) {
-    if (&o == &r || o.skipped)
-      continue;
-    if (o.fault.kind == fault_kind::governor_pressure && reason == "evicted"
-        && o.injected_s <= t && t <= o.injected_s + o.fault.duration_ms / 1000.0 + window_s)
-      return true;
-    if (o.agent_id != r.agent_id || o.injected_s > t)
+  if (reason == "evicted")
+    for (const auto* o : idx.pressure)
+      if (o != &r && o->injected_s <= t
+          && t <= o->injected_s + o->fault.duration_ms / 1000.0 + window_s)
+        return true;
+  auto same = idx.by_agent.find(r.agent_id);
+  if (same == idx.by_agent.end())
+    return false;
+  for (const auto* op : same->second) {
+    const auto& o = *op;
+    if (&o == &r || o.injected_s > t)
       continue;
     bool later = o.injected_s > r.injected_s
                  || (o.injected_s == r.injected_s && o.fault.id > r.fault.id);
@@ -128,6 +153,7 @@ invariant_result faults_observed(const scenario& s, const run_log& log) {
   double detect_s = s.detect_within_ms / 1000.0;
   std::size_t downs = 0, survivals = 0, skipped = 0;
   violations v;
+  fault_index idx(log);
   for (const auto& r : log.faults) {
     if (r.skipped) {
       ++skipped;
@@ -141,7 +167,7 @@ invariant_result faults_observed(const scenario& s, const run_log& log) {
       else if (!r.down_reason || !r.detected_s)
         v.add(fault_name(r) + ": never went down, " + expect);
       else if (!reason_expected(r)
-               && !explained_by_other(log, r, *r.detected_s, reason_name(*r.down_reason),
+               && !explained_by_other(idx, r, *r.detected_s, reason_name(*r.down_reason),
                                       detect_s))
         v.add(fault_name(r) + ": went down \"" + *r.down_reason + "\", " + expect);
       else if (*r.detected_s - r.injected_s > detect_s + slack_s)
@@ -158,7 +184,7 @@ invariant_result faults_observed(const scenario& s, const run_log& log) {
     double window_end = r.injected_s + r.fault.duration_ms / 1000.0 + detect_s;
     double t = *r.detected_s;
     if (t <= window_end
-        && !explained_by_other(log, r, t, reason_name(*r.down_reason), detect_s))
+        && !explained_by_other(idx, r, t, reason_name(*r.down_reason), detect_s))
       v.add(fault_name(r) + ": expected to survive, went down \"" + *r.down_reason
             + "\" " + ms(t - r.injected_s) + " after injection");
   }
@@ -362,6 +388,16 @@ std::vector<invariant_result> check(const scenario& s, const run_log& log) {
     }
   }
   return out;
+}
+
+std::vector<invariant_result> check_so_far(const scenario& s, const run_log& log,
+                                          double now_s) {
+  run_log settled;
+  double detect_s = s.detect_within_ms / 1000.0;
+  for (const auto& r : log.faults)
+    if (r.injected_s > 0 && r.injected_s + detect_s + slack_s < now_s)
+      settled.faults.push_back(r);
+  return {faults_observed(s, settled), restart_intensity(log), backoff(log)};
 }
 
 bool all_passed(const std::vector<invariant_result>& inv) {

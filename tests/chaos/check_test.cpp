@@ -340,3 +340,29 @@ TEST_CASE("faults_observed: an earlier fault's own down, seen by a later fault, 
   log.faults.back().agent_id = "a-2";
   CHECK_FALSE(find(check(test_scenario(), log), "faults_observed").passed);
 }
+
+TEST_CASE("check_so_far judges only what a running run can: recent faults may still be seen") {
+  auto log = good_log();
+  auto s = test_scenario(); // detect within 2 s
+  // A kill injected at 30 s that has not gone down yet.
+  auto pending = chaos_test::fault(50, fault_kind::kill, "a-2", 30.0);
+  pending.expected_reasons = {"crashed"};
+  log.faults.push_back(pending);
+  auto at = [&](double now) {
+    auto inv = check_so_far(s, log, now);
+    REQUIRE(inv.size() == 3);
+    CHECK(inv[0].name == "faults_observed");
+    CHECK(inv[1].name == "restart_intensity");
+    CHECK(inv[2].name == "backoff");
+    return inv[0];
+  };
+  // 1 s after it: it may still be seen.
+  CHECK(at(31.0).passed);
+  // 3 s after it, past the 2 s bound: a violation already.
+  auto late = at(33.0);
+  CHECK_FALSE(late.passed);
+  CHECK(contains(late.evidence, "#50 kill on a-2"));
+  // Faults not injected yet (held or planned) are not judged.
+  log.faults.back().injected_s = 0;
+  CHECK(at(40.0).passed);
+}

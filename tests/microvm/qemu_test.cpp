@@ -1,7 +1,8 @@
 // qemu_boot: real qemu VMs booting the real guest image (TCG here, KVM where
 // /dev/kvm is usable) through the qemu backend actor: every tool, a stop; a
 // command's allocation past the agent's memory (an OOM kill in the VM,
-// reported while the agent lives on); usage with QMP's balloon statistics; the guest itself OOM-killed (its exit
+// reported while the agent lives on); usage with QMP's balloon statistics;
+// keep_workspaces (the image kept, the agent's file read back with debugfs); the guest itself OOM-killed (its exit
 // says so); the qemu process killed (an exit event). After each: the VM's
 // directory gone, no qemu of ours running, no I/O handle left. Exits 77
 // naming what is missing (qemu-system-x86_64, the guest image).
@@ -120,7 +121,8 @@ struct harness {
   std::optional<caf::scoped_actor> self;
   backend_actor backend;
 
-  harness() {
+  explicit harness(bool keep_workspaces = false) {
+    f.opts.keep_workspaces = keep_workspaces;
     REQUIRE(io.start());
     self.emplace(sys);
     backend = qemu::spawn_qemu_backend(sys, io, f.opts, f.host);
@@ -165,7 +167,7 @@ struct harness {
 } // namespace
 
 TEST_CASE("a qemu VM runs every tool, survives a command's OOM kill, and stops") {
-  harness h;
+  harness h{true}; // keep_workspaces: the image is kept, checked at the end
   auto v = h.boot("tools");
   auto w = v->call("write_file", R"({"path":"dir/a.txt","content":"hello from the VM\n"})");
   CHECK_MESSAGE(w.ok, w.error.message);
@@ -224,6 +226,20 @@ TEST_CASE("a qemu VM runs every tool, survives a command's OOM kill, and stops")
   CHECK(x.signal == 0);
   CHECK_FALSE(x.oom);
   h.check_gone("tools");
+
+  // keep_workspaces: the workspace image outlives the VM, with the file
+  // the agent wrote (read with debugfs: no mount needed).
+  auto kept = h.f.opts.state_dir + "/workspaces/qemu-test/tools.ext4";
+  REQUIRE(std::filesystem::exists(kept));
+  std::string cmd = "debugfs -R 'cat /dir/a.txt' " + kept + " 2>/dev/null";
+  std::string text;
+  if (FILE* p = ::popen(cmd.c_str(), "r")) {
+    char buf[256];
+    while (auto n = std::fread(buf, 1, sizeof buf, p))
+      text.append(buf, n);
+    ::pclose(p);
+  }
+  CHECK(text == "hello from the VM\n");
 }
 
 TEST_CASE("a guest that allocates past its memory is OOM-killed, and its exit says so") {

@@ -56,6 +56,7 @@ backend_actor spawn_firecracker_backend_unchecked(caf::actor_system& sys, io::io
   cfg.vcpus = opts.vcpus;
   cfg.boot_timeout_ms = opts.boot_timeout_ms;
   cfg.allow_faults = opts.allow_faults;
+  cfg.keep_workspaces = opts.keep_workspaces;
   cfg.uid = opts.uid;
   cfg.gid = opts.gid;
   cfg.kernel_cmdline = boot_args;

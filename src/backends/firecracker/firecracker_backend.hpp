@@ -39,6 +39,8 @@ struct backend_options {
   uint32_t boot_timeout_ms = 10000;
   /// Chaos runs may arm spawn faults (agents.allow_faults).
   bool allow_faults = false;
+  /// Keep each workspace image when its VM ends (keep_workspaces).
+  bool keep_workspaces = false;
   /// The jailer drops firecracker to these ids.
   uint32_t uid = 20000;
   uint32_t gid = 20000;

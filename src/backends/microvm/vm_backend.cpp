@@ -245,6 +245,17 @@ void finish(self_ptr self, vm_rec& v, int vmm_code, int vmm_signal) {
   if (!v.started && v.channel)
     st.io->close(v.channel);
   std::error_code ec;
+  if (st.opts.keep_workspaces && v.started) {
+    // The image moves (same file system: state_dir), mountable with -o loop.
+    auto dir = fs::path(st.opts.state_dir) / "workspaces" / st.opts.instance;
+    fs::create_directories(dir, ec);
+    if (!ec)
+      fs::rename(v.paths.workspace_host, dir / (v.id + ".ext4"), ec);
+    if (ec)
+      log::agent(v.id).error("cannot keep its workspace {}: {}", v.paths.workspace_host,
+                             ec.message());
+    ec.clear();
+  }
   fs::remove_all(v.paths.dir, ec);
   if (ec)
     log::agent(v.id).error("cannot remove {}: {}", v.paths.dir, ec.message());

@@ -56,6 +56,9 @@ struct vmm_config {
   /// From the spawn request to the guest's `booted`.
   uint32_t boot_timeout_ms = 10000;
   bool allow_faults = false;
+  /// Keep an agent's workspace image when its VM ends, as
+  /// state_dir/workspaces/<instance>/<id>.ext4 (keep_workspaces).
+  bool keep_workspaces = false;
   uint32_t uid = 20000;
   uint32_t gid = 20000;
   /// The guest kernel's command line for an agent.

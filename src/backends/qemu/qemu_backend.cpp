@@ -245,6 +245,7 @@ backend_actor spawn_qemu_backend(caf::actor_system& sys, io::io_thread& io,
   cfg.vcpus = opts.vcpus;
   cfg.boot_timeout_ms = opts.boot_timeout_ms;
   cfg.allow_faults = opts.allow_faults;
+  cfg.keep_workspaces = opts.keep_workspaces;
   cfg.kernel_cmdline = [host](const agent_spec& s) { return kernel_cmdline(host, s); };
   cfg.qemu_argv = [host, vcpus = opts.vcpus](const agent_spec& s, const microvm::qemu_files& f) {
     return argv(host, vcpus, s, f);

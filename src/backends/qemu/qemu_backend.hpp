@@ -36,6 +36,8 @@ struct backend_options {
   /// TCG boots take seconds (tens on a loaded host).
   uint32_t boot_timeout_ms = 60000;
   bool allow_faults = false;
+  /// Keep each workspace image when its VM ends (keep_workspaces).
+  bool keep_workspaces = false;
 };
 
 /// What check_host settled for this host.
