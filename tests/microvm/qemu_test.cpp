@@ -2,8 +2,9 @@
 // /dev/kvm is usable) through the qemu backend actor: every tool, a stop; a
 // command's allocation past the agent's memory (an OOM kill in the VM,
 // reported while the agent lives on); usage with QMP's balloon statistics;
-// keep_workspaces (the image kept, the agent's file read back with debugfs); the guest itself OOM-killed (its exit
-// says so); the qemu process killed (an exit event). After each: the VM's
+// keep_workspaces (the image kept, the agent's file read back with
+// debugfs); the guest itself OOM-killed (its exit says so); the qemu
+// process killed (an exit event). After each: the VM's
 // directory gone, no qemu of ours running, no I/O handle left. Exits 77
 // naming what is missing (qemu-system-x86_64, the guest image).
 

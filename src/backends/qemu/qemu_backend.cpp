@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string_view>
 
 namespace agentvisor::qemu {
@@ -54,22 +55,29 @@ bool has_machine(const std::string& binary, std::string_view machine) {
 }
 
 /// Whether KVM runs this guest kernel: /dev/kvm may open and yet fail
-/// (nested virtualisation without the features the kernel uses: qemu
-/// reports "KVM internal error ... emulation failure" and pauses the VM, or
-/// aborts setting an MSR). Boots the kernel with no initramfs and no init:
-/// a working KVM panics at "no working init" and, with panic=-1 and
-/// -no-reboot, exits within a second or two. Anything else within the
-/// timeout, or an exit that is not clean, is a no, with qemu's last words.
-/// Blocking: start-up only.
+/// (nested virtualisation without the features the kernel uses: the guest
+/// never prints a line, or qemu reports "KVM internal error ... emulation
+/// failure" and pauses the VM, or aborts setting an MSR). Boots the kernel
+/// with no initramfs and no init: a working KVM prints the kernel's first
+/// lines at once (earlyprintk), panics at "no working init" and, with
+/// panic=-1, reboot=t (a triple fault: resets on every machine type) and
+/// -no-reboot, exits within a second or two. No line within 3 s, no exit
+/// within 20 s or an exit that is not clean is a no, with qemu's last
+/// words. Blocking: start-up only, once per process and kernel.
 std::optional<std::string> kvm_fails(const std::string& binary, const std::string& machine,
                                      const std::string& kernel) {
+  static std::map<std::string, std::optional<std::string>> known;
+  auto key = binary + '\0' + machine + '\0' + kernel;
+  if (auto k = known.find(key); k != known.end())
+    return k->second;
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0)
     return std::string{"pipe: "} + std::strerror(errno);
   std::vector<std::string> args{binary, "-M", machine == "microvm" ? "microvm" : "q35",
                                 "-accel", "kvm", "-m", "128M", "-nodefaults", "-no-user-config",
                                 "-display", "none", "-no-reboot", "-kernel", kernel,
-                                "-append", "console=ttyS0 panic=-1 quiet init=/agentvisor-kvm-probe",
+                                "-append", "console=ttyS0 earlyprintk=ttyS0 reboot=t panic=-1 "
+                                           "init=/agentvisor-kvm-probe",
                                 "-serial", "stdio"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -90,13 +98,18 @@ std::optional<std::string> kvm_fails(const std::string& binary, const std::strin
     ::_exit(127);
   }
   ::close(out[1]);
-  std::string text;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  using clock = std::chrono::steady_clock;
+  auto start = clock::now();
+  std::string text, stalled;
   bool eof = false;
   while (!eof) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-      deadline - std::chrono::steady_clock::now()).count();
-    if (left <= 0) break;
+    bool printed = text.find("Linux version") != std::string::npos;
+    auto deadline = start + (printed ? std::chrono::seconds(20) : std::chrono::seconds(3));
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now()).count();
+    if (left <= 0) {
+      stalled = printed ? "no exit within 20 s" : "the guest kernel printed nothing within 3 s";
+      break;
+    }
     pollfd p{out[0], POLLIN, 0};
     if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
     char buf[4096];
@@ -110,18 +123,24 @@ std::optional<std::string> kvm_fails(const std::string& binary, const std::strin
   int status = 0;
   if (!eof) ::kill(pid, SIGKILL);
   ::waitpid(pid, &status, 0);
-  if (eof && WIFEXITED(status) && WEXITSTATUS(status) == 0) return std::nullopt;
-  // qemu's own complaint is the reason; the kernel's log is not.
-  std::string why;
-  for (std::size_t at = 0; at < text.size();) {
-    auto nl = text.find('\n', at);
-    auto line = text.substr(at, nl == std::string::npos ? std::string::npos : nl - at);
-    if (line.starts_with("qemu-system") || line.starts_with("KVM") || line.find("failure") != std::string::npos)
-      why += (why.empty() ? "" : "; ") + line;
-    if (nl == std::string::npos) break;
-    at = nl + 1;
+  std::optional<std::string> why;
+  if (!eof || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    // qemu's own complaints are the reason; the kernel's log is not.
+    std::string said;
+    for (std::size_t at = 0; at < text.size();) {
+      auto nl = text.find('\n', at);
+      auto line = text.substr(at, nl == std::string::npos ? std::string::npos : nl - at);
+      if ((line.starts_with("qemu-system") && line.find("warning") == std::string::npos)
+          || line.starts_with("KVM") || line.find("emulation failure") != std::string::npos)
+        said += (said.empty() ? "" : "; ") + line;
+      if (nl == std::string::npos) break;
+      at = nl + 1;
+    }
+    why = !stalled.empty() ? stalled + (said.empty() ? "" : "; " + said)
+          : !said.empty()  ? said
+                           : "qemu exited with status " + std::to_string(status);
   }
-  if (why.empty()) why = eof ? "qemu exited with status " + std::to_string(status) : "no exit within 20 s";
+  known.emplace(key, why);
   return why;
 }
 
