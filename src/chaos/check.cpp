@@ -119,7 +119,8 @@ struct fault_index {
 //    partition's silence takes the agent down first, for its own reason);
 //  - an earlier fault on the same agent whose record holds this same down
 //    with a reason it expected (a hang not yet found when an oom lands:
-//    the down the oom sees is the hang's);
+//    the down the oom sees is the hang's), or an earlier spawn_failure
+//    whose trigger, a kill, is this `crashed` down;
 //  - host memory pressure (no target: it evicts whom the governor picks,
 //    as long as it lasts) under way at an `evicted` down: injected before
 //    it, and lasting until it or at most `window_s` (the detection bound)
@@ -143,6 +144,11 @@ bool explained_by_other(const fault_index& idx, const fault_record& r, double t,
     if (later)
       return true;
     if (o.detected_s && *o.detected_s == t && reason_expected(o))
+      return true;
+    // A spawn_failure's trigger is a SIGKILL: its "crashed" down comes
+    // before the spawn_failed one its record waits for.
+    if (o.fault.kind == fault_kind::spawn_failure && reason == "crashed"
+        && (!o.detected_s || *o.detected_s >= t))
       return true;
   }
   return false;

@@ -366,3 +366,26 @@ TEST_CASE("check_so_far judges only what a running run can: recent faults may st
   log.faults.back().injected_s = 0;
   CHECK(at(40.0).passed);
 }
+
+TEST_CASE("faults_observed: the kill that triggers a spawn_failure explains the crashed down it causes") {
+  auto log = good_log();
+  // spawn_failure on a-3 at 40 s: its trigger kill takes a-3 down "crashed"
+  // at 40.010; a fork_bomb injected at 40.005 sees that down.
+  auto sf = chaos_test::fault(70, fault_kind::spawn_failure, "a-3", 40.0);
+  sf.expected_reasons = {"spawn_failed"};
+  sf.down_reason = "spawn_failed";
+  sf.detected_s = 40.6;
+  sf.recovered_s = 41.2;
+  auto bomb = chaos_test::fault(71, fault_kind::fork_bomb, "a-3", 40.005);
+  bomb.down_reason = "crashed";
+  bomb.detected_s = 40.010;
+  log.faults.push_back(bomb);
+  auto alone = find(check(test_scenario(), log), "faults_observed");
+  CHECK_FALSE(alone.passed);
+  CHECK(contains(alone.evidence, "#71 fork_bomb on a-3"));
+  log.faults.push_back(sf);
+  CHECK(find(check(test_scenario(), log), "faults_observed").passed);
+  // Not a crash after the spawn failure's own down: that one is nobody's.
+  log.faults.back().detected_s = 40.008;
+  CHECK_FALSE(find(check(test_scenario(), log), "faults_observed").passed);
+}
