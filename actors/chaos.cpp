@@ -13,6 +13,8 @@
 
 #include <caf/all.hpp>
 
+#include <cstring>
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -397,6 +399,11 @@ bool settled(const runner_state& st) {
   return std::all_of(st.ready.begin(), st.ready.end(), [](auto& kv) { return kv.second; });
 }
 
+/// SIGINT or SIGTERM (watched by the command): no more calls or faults,
+/// no settling; the run ends now and the command tears the supervisor down
+/// in order, so nothing of the run is left.
+void interrupt(self_ptr self, const io::signal_received& sig);
+
 caf::behavior settling(self_ptr self) {
   auto& st = self->state;
   // Faults still held for their target when the run ends never happen.
@@ -420,7 +427,18 @@ caf::behavior settling(self_ptr self) {
     },
     [](load_tick_atom) {},
     [](inject_atom, uint64_t) {},
+    [self](const io::signal_received& sig) { interrupt(self, sig); },
   };
+}
+
+void interrupt(self_ptr self, const io::signal_received& sig) {
+  auto& st = self->state;
+  if (st.log.interrupted_by != 0)
+    return;
+  st.log.interrupted_by = sig.signum;
+  spdlog::warn("chaos: signal {} ({}): ending the run now", sig.signum, strsignal(sig.signum));
+  self->become(settling(self));
+  st.settle_deadline = clock_type::now(); // the first settle tick finishes
 }
 
 caf::behavior running(self_ptr self) {
@@ -455,6 +473,7 @@ caf::behavior running(self_ptr self) {
     },
     [self](inject_atom, uint64_t i) { inject(self, i); },
     [self](end_atom) { self->become(settling(self)); },
+    [self](const io::signal_received& sig) { interrupt(self, sig); },
   };
 }
 

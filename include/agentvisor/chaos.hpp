@@ -194,6 +194,9 @@ struct run_log {
   uint32_t max_backoff_ms = 0;
   /// The supervisor escalated (restart intensity exceeded).
   bool escalated = false;
+  /// A signal (SIGINT, SIGTERM) ended the run early: the invariants are
+  /// judged on what ran, calls still out count as unanswered.
+  int interrupted_by = 0;
   /// What was left after the run: processes, cgroups, fds, workspaces of
   /// the run (each entry names one).
   std::vector<std::string> leftovers;

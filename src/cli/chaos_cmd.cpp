@@ -34,6 +34,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -161,6 +162,11 @@ int conclude(const chaos::scenario& sc, const chaos::run_log& log, const std::st
       return exit_failure;
     }
     std::printf("report: %s/report.json, %s/report.html\n", report_dir.c_str(), report_dir.c_str());
+  }
+  if (log.interrupted_by != 0) {
+    std::printf("chaos %s: interrupted by signal %d after %.1f s: not a complete run\n",
+                sc.name.c_str(), log.interrupted_by, log.elapsed_s);
+    return exit_failure;
   }
   std::printf("chaos %s: %s\n", sc.name.c_str(),
               passed ? "every invariant held" : "INVARIANTS VIOLATED");
@@ -383,8 +389,10 @@ int run_chaos_remote(const chaos_run_options& o, const chaos::scenario& sc) {
     chaos_context ctx;
     ctx.spawner = remote;
     ctx.remote = remote;
-    spawn_chaos_runner(sys, ctx, std::move(opts),
-                       [&result](chaos::run_log l) { result.set_value(std::move(l)); });
+    auto runner = spawn_chaos_runner(sys, ctx, std::move(opts),
+                                     [&result](chaos::run_log l) { result.set_value(std::move(l)); });
+    io.watch_signal(runner, SIGINT);
+    io.watch_signal(runner, SIGTERM);
     log = done.get();
 
     std::vector<std::string> machines;
@@ -509,8 +517,13 @@ int run_chaos(const chaos_run_options& o) {
     ro.hang_timeout_ms = cfg->agents.hang_timeout_ms;
     ro.supervision = cfg->supervision;
     ro.progress = ::isatty(STDERR_FILENO) != 0;
-    spawn_chaos_runner(t.system(), chaos_context{t.spawner(), t.governor(), t.backend(), t.metrics(), {}},
-                       std::move(ro), [&result](chaos::run_log l) { result.set_value(std::move(l)); });
+    auto runner = spawn_chaos_runner(
+      t.system(), chaos_context{t.spawner(), t.governor(), t.backend(), t.metrics(), {}},
+      std::move(ro), [&result](chaos::run_log l) { result.set_value(std::move(l)); });
+    // Ctrl-C ends the run early, then the tree goes down in order: no
+    // agent, cgroup or workspace of the run is left.
+    t.io().watch_signal(runner, SIGINT);
+    t.io().watch_signal(runner, SIGTERM);
     log = done.get();
     log.healthy_at_end = healthz(t.host(), t.port());
     tree_code = t.stop();

@@ -3,7 +3,8 @@
 # scenario (every fault kind) passes every invariant and writes its report;
 # a run against a supervisor that never restarts is reported as violating
 # `recovered` and exits non-zero; a bad scenario is refused before anything
-# starts, naming the field.
+# starts, naming the field; a run interrupted by SIGINT ends early and
+# leaves nothing behind.
 # Usage: chaos_run_test.sh PATH/TO/agentvisor SCENARIO_DIR TEST_DIR
 set -u
 bin=$1 scenarios=$2 here=$3
@@ -28,6 +29,18 @@ grep -q 'explode' "$tmp/bad.out" || fail "the error does not name the bad value:
 [ "$rc" -eq 1 ] || fail "no_restart: exit $rc, wanted 1: $(tail -12 "$tmp/nr.out")"
 grep -q '^recovered  *FAIL' "$tmp/nr.out" || fail "no_restart: 'recovered' not reported violated: $(cat "$tmp/nr.out")"
 grep -q '"passed": *false' "$tmp/norestart/report.json" || fail "no_restart: report.json does not say passed false"
+
+# --- Ctrl-C: the run ends early, the supervisor goes down in order, nothing left -----
+"$bin" chaos run "$scenarios/smoke.json" --seed 1 >"$tmp/int.out" 2>&1 &
+pid=$!
+sleep 5
+kill -INT "$pid"
+wait "$pid"; rc=$?
+[ "$rc" -eq 1 ] || fail "interrupted: exit $rc, wanted 1: $(tail -5 "$tmp/int.out")"
+grep -q 'interrupted by signal 2' "$tmp/int.out" || fail "interrupted: no line says so: $(tail -5 "$tmp/int.out")"
+grep -q '^no_leftovers  *pass' "$tmp/int.out" || fail "interrupted: leftovers: $(grep no_leftovers "$tmp/int.out")"
+[ -z "$(find /sys/fs/cgroup -maxdepth 3 -name "chaos-$pid" 2>/dev/null)" ] \
+  || fail "interrupted: the run's cgroups are left: $(find /sys/fs/cgroup -maxdepth 3 -name "chaos-$pid")"
 
 # --- smoke: every fault kind, every invariant holds ---------------------------------
 "$bin" chaos run "$scenarios/smoke.json" --seed 1 --report "$tmp/smoke" >"$tmp/smoke.out" 2>&1; rc=$?
