@@ -406,10 +406,13 @@ void interrupt(self_ptr self, const io::signal_received& sig);
 
 caf::behavior settling(self_ptr self) {
   auto& st = self->state;
-  // Faults still held for their target when the run ends never happen.
+  // Faults still held for their target when the run ends (or not yet due,
+  // when a signal ended it) never happen.
   for (std::size_t i = 0; i < st.log.faults.size(); ++i)
     if (auto& r = st.log.faults[i]; r.injected_s <= 0 && !r.skipped)
-      skip(self, i, "the run ended while its target " + r.agent_id + " was not ready");
+      skip(self, i, r.fault.at_s > now_s(st)
+                      ? std::string{"the run ended before it was due"}
+                      : "the run ended while its target " + r.agent_id + " was not ready");
   st.settle_deadline = clock_type::now()
                        + milliseconds(std::max(st.opts.scenario.recover_within_ms,
                                                st.opts.scenario.call_timeout_ms * 2))

@@ -50,6 +50,13 @@ HISTOGRAM_PARTS = ("_bucket", "_sum", "_count")
 failures = []
 
 
+
+# Metrics with series only for agents of one backend: name -> where tested.
+BACKEND_SPECIFIC = {
+    "agentvisor_agent_machine_available_bytes":
+        "qemu agents only (tests/microvm qemu_boot, tests/metrics metric_set)",
+}
+
 def fail(msg):
     failures.append(msg)
     print("FAIL: " + msg)
@@ -388,10 +395,14 @@ def check_scrape(text_path, om_path, metrics_cpp, live, gone):
         fail(f"the OpenMetrics answer does not parse (prometheus_client): {e}")
         finish(1)
 
-    # Every metric of the set is served, in both formats.
+    # Every metric of the set is served, in both formats, but those whose
+    # series exist only for agents of a backend this scrape does not run
+    # (the supervisor here runs sandboxes; the metric's test is elsewhere).
     for fmt, samples in (("text", text_samples), ("OpenMetrics", om_samples)):
         served = {n for n, _ in samples}
         for name, kind in sorted(metrics.items()):
+            if name in BACKEND_SPECIFIC:
+                continue
             checks += 1
             want = name + "_count" if kind == "histogram" else name
             if want not in served:
