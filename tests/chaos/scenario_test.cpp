@@ -288,6 +288,25 @@ TEST_CASE("document-level problems and the origin") {
         == "cannot read scenario file /nonexistent/chaos.json: No such file or directory");
 }
 
+namespace {
+
+/// A schedule's partitions include one the agent survives and one that
+/// hangs it, under the scenario's own watchdog.
+void check_both_partitions(const scenario& s, const agentvisor::config& cfg) {
+  int surviving = 0, hanging = 0;
+  for (const auto& f : s.schedule) {
+    if (f.kind != fault_kind::partition)
+      continue;
+    auto d = f.duration_ms != 0 ? f.duration_ms : s.fault_duration_ms;
+    auto e = expected_reasons(f.kind, d, cfg.agents.heartbeat_ms, cfg.agents.hang_timeout_ms);
+    (e.empty() ? surviving : hanging)++;
+  }
+  CHECK(surviving >= 1);
+  CHECK(hanging >= 1);
+}
+
+} // namespace
+
 TEST_CASE("scenarios/smoke.json: every kind on a schedule, 4 agents, under a minute, tight timeouts") {
   auto r = load_scenario(path("smoke.json"));
   REQUIRE_MESSAGE(r.has_value(), r.err().message);
@@ -306,16 +325,7 @@ TEST_CASE("scenarios/smoke.json: every kind on a schedule, 4 agents, under a min
   CHECK(cfg->agents.allow_faults);
   CHECK(cfg->supervision.max_backoff_ms <= 1000);
   // Both outcomes of a partition are exercised.
-  int surviving = 0, hanging = 0;
-  for (const auto& f : s.schedule) {
-    if (f.kind != fault_kind::partition)
-      continue;
-    auto d = f.duration_ms != 0 ? f.duration_ms : s.fault_duration_ms;
-    auto e = expected_reasons(f.kind, d, cfg->agents.heartbeat_ms, cfg->agents.hang_timeout_ms);
-    (e.empty() ? surviving : hanging)++;
-  }
-  CHECK(surviving >= 1);
-  CHECK(hanging >= 1);
+  check_both_partitions(s, *cfg);
 }
 
 TEST_CASE("scenarios/smoke-qemu.json: every kind on the qemu backend, fewer agents, wider bounds") {
@@ -334,16 +344,7 @@ TEST_CASE("scenarios/smoke-qemu.json: every kind on the qemu backend, fewer agen
   // A restart is a VM boot: seconds under TCG.
   CHECK(cfg->qemu.boot_timeout_ms >= 60000);
   CHECK(cfg->agents.ready_timeout_ms >= 60000);
-  int surviving = 0, hanging = 0;
-  for (const auto& f : s.schedule) {
-    if (f.kind != fault_kind::partition)
-      continue;
-    auto d = f.duration_ms != 0 ? f.duration_ms : s.fault_duration_ms;
-    auto e = expected_reasons(f.kind, d, cfg->agents.heartbeat_ms, cfg->agents.hang_timeout_ms);
-    (e.empty() ? surviving : hanging)++;
-  }
-  CHECK(surviving >= 1);
-  CHECK(hanging >= 1);
+  check_both_partitions(s, *cfg);
 }
 
 TEST_CASE("scenarios/roadmap.json: the roadmap's failures at a 200 MB limit") {
