@@ -54,6 +54,7 @@ struct runner_state {
   std::vector<std::string> agents;
   std::map<std::string, bool> ready;
   std::map<std::string, double> last_down_s;
+  std::map<std::string, std::string> last_down_reason;
   std::mt19937_64 rng;
   std::vector<std::pair<std::string, double>> tools; // cumulative weights
   double call_credit = 0;
@@ -292,6 +293,7 @@ void on_event(self_ptr self, const agent_event& ev) {
   if (ev.kind == agent_event_kind::down) {
     st.ready[ev.agent_id] = false;
     st.last_down_s[ev.agent_id] = t;
+    st.last_down_reason[ev.agent_id] = ev.reason;
     for (auto& r : st.log.faults)
       if (awaits_down(r, ev.agent_id, ev.reason)) {
         r.down_reason = ev.reason;
@@ -300,7 +302,8 @@ void on_event(self_ptr self, const agent_event& ev) {
   } else {
     st.ready[ev.agent_id] = true;
     if (auto d = st.last_down_s.find(ev.agent_id); d != st.last_down_s.end()) {
-      st.log.restarts.push_back({ev.agent_id, d->second, t, ev.failures > 0 ? ev.failures - 1 : 0});
+      st.log.restarts.push_back({ev.agent_id, d->second, t, ev.failures > 0 ? ev.failures - 1 : 0,
+                                 st.last_down_reason[ev.agent_id]});
       st.last_down_s.erase(d);
     }
     for (auto& r : st.log.faults)

@@ -169,6 +169,8 @@ struct restart_record {
   double ready_s = 0;
   /// The agent's consecutive failures before this restart (0: first).
   uint32_t failures = 0;
+  /// The down's reason ("killed", "crashed", "hang", ...).
+  std::string reason;
 };
 
 struct ready_sample {

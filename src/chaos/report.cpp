@@ -471,6 +471,44 @@ std::string report_json(const scenario& s, const run_log& log,
   w.end_array();
   w.field("healthy_at_end", log.healthy_at_end);
   w.field("events_lost", log.events_lost);
+
+  // Every fault and every restart as the runner saw them, so that a
+  // violation can be traced to what else happened to its agent.
+  w.key("fault_records").begin_array();
+  for (const auto& r : log.faults) {
+    w.begin_object()
+      .field("id", r.fault.id)
+      .field("kind", to_string(r.fault.kind))
+      .field("agent", r.agent_id)
+      .field("at_s", r.fault.at_s)
+      .field("duration_ms", r.fault.duration_ms);
+    if (r.skipped)
+      w.field("skipped", r.skipped_reason);
+    else
+      w.field("injected_s", r.injected_s);
+    w.key("expected").begin_array();
+    for (const auto& e : r.expected_reasons)
+      w.value(e);
+    w.end_array();
+    if (r.down_reason)
+      w.field("down_reason", *r.down_reason);
+    if (r.detected_s)
+      w.field("detected_s", *r.detected_s);
+    if (r.recovered_s)
+      w.field("recovered_s", *r.recovered_s);
+    w.end_object();
+  }
+  w.end_array();
+  w.key("restarts").begin_array();
+  for (const auto& r : log.restarts)
+    w.begin_object()
+      .field("agent", r.agent_id)
+      .field("reason", r.reason)
+      .field("down_s", r.down_s)
+      .field("ready_s", r.ready_s)
+      .field("failures", r.failures)
+      .end_object();
+  w.end_array();
   w.end_object();
   out += '\n';
   return out;

@@ -92,13 +92,13 @@ TEST_CASE("faults_observed: a fault expecting survival must not take its agent d
     later.detected_s = 8.5;
     later.recovered_s = 8.9;
     log.faults.push_back(later);
-    log.restarts.push_back({"a-3", 8.5, 8.9, 0});
+    log.restarts.push_back({"a-3", 8.5, 8.9, 0, "crashed"});
     CHECK(find(check(test_scenario(), log), "faults_observed").passed);
   }
   SUBCASE("unless host memory pressure came before an evicted down") {
     log.faults[2].down_reason = "evicted";
     log.faults.push_back(chaos_test::fault(6, fault_kind::governor_pressure, "", 8.2));
-    log.restarts.push_back({"a-3", 8.5, 8.9, 0});
+    log.restarts.push_back({"a-3", 8.5, 8.9, 0, "evicted"});
     CHECK(find(check(test_scenario(), log), "faults_observed").passed);
   }
   SUBCASE("unless host memory pressure still under way (injected earlier) evicted it") {
@@ -106,7 +106,7 @@ TEST_CASE("faults_observed: a fault expecting survival must not take its agent d
     auto p = chaos_test::fault(6, fault_kind::governor_pressure, "", 7.5);
     p.fault.duration_ms = 2000;
     log.faults.push_back(p);
-    log.restarts.push_back({"a-3", 8.5, 8.9, 0});
+    log.restarts.push_back({"a-3", 8.5, 8.9, 0, "evicted"});
     CHECK(find(check(test_scenario(), log), "faults_observed").passed);
     // Pressure long over (7.5 s + 2 s + the 2 s detection bound < 12 s)
     // explains nothing.
@@ -116,7 +116,7 @@ TEST_CASE("faults_observed: a fault expecting survival must not take its agent d
   }
   SUBCASE("but pressure does not excuse a down of another reason") {
     log.faults.push_back(chaos_test::fault(6, fault_kind::governor_pressure, "", 8.2));
-    log.restarts.push_back({"a-3", 8.5, 8.9, 0});
+    log.restarts.push_back({"a-3", 8.5, 8.9, 0, "evicted"});
     CHECK_FALSE(find(check(test_scenario(), log), "faults_observed").passed);
   }
   SUBCASE("nor after its window") {
@@ -163,7 +163,7 @@ TEST_CASE("restart_intensity fails on too many restarts within one period") {
   log.restarts.clear();
   // 6 restarts within 10 s (limit 5), each with a generous backoff.
   for (int i = 0; i < 6; ++i)
-    log.restarts.push_back({"a-" + std::to_string(i % 3 + 1), 1.0 + i, 1.5 + i, 0});
+    log.restarts.push_back({"a-" + std::to_string(i % 3 + 1), 1.0 + i, 1.5 + i, 0, "crashed"});
   auto r = only_fails(log, "restart_intensity");
   CHECK(contains(r.evidence, "6 restart(s) within 10000 ms from 1.000 s"));
   CHECK(contains(r.evidence, "did not escalate"));

@@ -100,6 +100,29 @@ TEST_CASE("report.json parses and holds the numbers") {
     ++i;
   }
 
+  // Every fault and restart as the runner saw them, for tracing a violation.
+  simdjson::dom::array records = doc["fault_records"];
+  REQUIRE(records.size() == log.faults.size());
+  auto oom = records.at(1);
+  CHECK(uint64_t(oom["id"]) == 2);
+  CHECK(std::string_view(oom["kind"]) == "oom");
+  CHECK(std::string_view(oom["agent"]) == "a-2");
+  CHECK(std::string_view(oom["down_reason"]) == "oom");
+  CHECK(double(oom["detected_s"]) == doctest::Approx(5.2));
+  CHECK(double(oom["recovered_s"]) == doctest::Approx(5.9));
+  auto hog = records.at(2);
+  CHECK(hog["down_reason"].error() == simdjson::NO_SUCH_FIELD);
+  CHECK(simdjson::dom::array(hog["expected"]).size() == 0);
+  auto skipped = records.at(4);
+  CHECK(std::string_view(skipped["skipped"]) == "agent a-2 was restarting");
+  CHECK(skipped["injected_s"].error() == simdjson::NO_SUCH_FIELD);
+  simdjson::dom::array restarts = doc["restarts"];
+  REQUIRE(restarts.size() == 3);
+  CHECK(std::string_view(restarts.at(2)["agent"]) == "a-1");
+  CHECK(std::string_view(restarts.at(2)["reason"]) == "hung");
+  CHECK(uint64_t(restarts.at(2)["failures"]) == 1);
+  CHECK(double(restarts.at(2)["ready_s"]) == doctest::Approx(13.5));
+
   SUBCASE("a failed invariant makes the report fail") {
     log.leftovers = {"cgroup \"x\"\n"};
     auto failed = report_json(s, log, check(s, log));
