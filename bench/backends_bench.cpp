@@ -1,7 +1,8 @@
 // agentvisor-bench-backends: boot to guest-ready and memory per agent for
 // each backend this host can run, side by side in one run: the sandbox
 // (namespaces + cgroups), a QEMU microVM (KVM where /dev/kvm is usable, TCG
-// here) and Firecracker (KVM only). Each backend actor is the real one the
+// here), the same QEMU restoring each agent from its shape's snapshot
+// (qemu.snapshots: `qemu-snapshot`) and Firecracker (KVM only). Each backend actor is the real one the
 // supervisor uses, driven directly: the time is the backend's spawn request
 // -> the guest's `ready` line on its channel, what the spawner waits for.
 // Memory: K agents of each backend alive and idle at once; what the host
@@ -54,7 +55,8 @@ constexpr const char* usage =
   "  --sandbox-boots N sequential spawns of the sandbox backend (default 50)\n"
   "  --concurrent K    agents alive at once for the memory figures (default 3)\n"
   "  --memory-mb M     each agent's memory limit (default 128)\n"
-  "  --backends LIST   comma-separated: sandbox,qemu,firecracker (default: all;\n"
+  "  --backends LIST   comma-separated: sandbox,qemu,qemu-snapshot,firecracker\n"
+  "                    (default: all;\n"
   "                    one this host cannot run is reported unavailable)\n"
   "  --out FILE        write the JSON there (default stdout)\n"
   "  --quiet           no progress line on stderr\n"
@@ -65,7 +67,7 @@ struct options {
   int sandbox_boots = 50;
   int concurrent = 3;
   uint64_t memory_mb = 128;
-  std::vector<std::string> backends{"sandbox", "qemu", "firecracker"};
+  std::vector<std::string> backends{"sandbox", "qemu", "qemu-snapshot", "firecracker"};
   std::string out;
   bool quiet = false;
 };
@@ -105,7 +107,8 @@ options parse(int argc, char** argv) {
       for (std::size_t at = 0; at <= list.size();) {
         auto comma = list.find(',', at);
         auto name = list.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
-        if (name != "sandbox" && name != "qemu" && name != "firecracker")
+        if (name != "sandbox" && name != "qemu" && name != "qemu-snapshot"
+            && name != "firecracker")
           throw std::invalid_argument("--backends: unknown backend \"" + name + "\"");
         o.backends.push_back(name);
         if (comma == std::string::npos)
@@ -178,11 +181,13 @@ public:
       }
       b.detail = sandbox::describe(**host);
       b.actor = sandbox::spawn_sandbox_backend(sys_, io_, std::move(*host));
-    } else if (name == "qemu") {
+    } else if (name == "qemu" || name == "qemu-snapshot") {
       qemu::backend_options qo;
-      qo.instance = "bench-backends";
+      // Each backend actor owns its instance's snapshot directory.
+      qo.instance = "bench-" + name;
       qo.state_dir = state_dir_;
       qo.boot_timeout_ms = 180000;
+      qo.snapshots = name == "qemu-snapshot";
       auto host = qemu::check_host(qo, exe);
       if (!host) {
         b.detail = host.err().message;
@@ -274,12 +279,34 @@ public:
     return bytes;
   }
 
+  /// qemu-snapshot: the warm-up boot's shape has its template; wait until
+  /// its snapshot is written and the template VM gone, so that the timed
+  /// boots all restore.
+  void wait_for_snapshot(backend_run& b) {
+    auto dir = fs::path(state_dir_) / "templates" / ("bench-" + b.name);
+    auto vms = fs::path(state_dir_) / "vms" / ("bench-" + b.name);
+    for (int i = 0; i < 1800; ++i) {
+      std::error_code ec;
+      bool made = false, template_alive = false;
+      for (auto& e : fs::directory_iterator(dir, ec))
+        made = made || fs::exists(e.path() / "vmstate");
+      for (auto& e : fs::directory_iterator(vms, ec))
+        template_alive = template_alive || e.path().filename().string().starts_with("@template-");
+      if (made && !template_alive)
+        return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    throw std::runtime_error(b.name + ": no snapshot within 3 minutes of the first boot");
+  }
+
   void run(backend_run& b, progress& prog) {
     int n = b.name == "sandbox" ? o_.sandbox_boots : o_.boots;
     // One untimed boot first: page cache, the template's first clone.
     std::string warm = b.name + "-warm";
     boot(b, warm);
     stop(b, warm);
+    if (b.name == "qemu-snapshot")
+      wait_for_snapshot(b);
     b.boot_ms.clear();
     b.started_ms.clear();
     b.stop_ms.clear();

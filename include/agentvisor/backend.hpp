@@ -26,6 +26,7 @@
 #include <caf/typed_actor.hpp>
 
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -122,9 +123,11 @@ typename Inspector::result_type inspect(Inspector& f, spawn_fault& x) {
            x.backend, x.agent);
 }
 
-/// The spawn faults a backend holds: one per named agent, and one for
-/// whichever agent spawns next. Arming again replaces what was armed for
-/// the same agent (or for anybody).
+/// The spawn faults a backend holds: for each named agent, the faults
+/// armed for it in the order they came (each met by as many of its spawns
+/// as its count says, then the next: two faults aimed at one agent at
+/// once both happen, neither is lost); and one for whichever agent spawns
+/// next, which arming again replaces. A count of 0 disarms.
 class armed_spawn_faults {
 public:
   /// Returns how many spawns the fault will hit.
@@ -135,15 +138,19 @@ public:
       per_agent_.erase(f.agent);
       return 0;
     }
-    return (per_agent_[f.agent] = f).count;
+    per_agent_[f.agent].push_back(f);
+    return f.count;
   }
 
   /// The fault agent `id`'s spawn meets, counted off; none when nothing
   /// is armed for it or for anybody.
   std::optional<spawn_fault> take(const std::string& id) {
     if (auto i = per_agent_.find(id); i != per_agent_.end()) {
-      auto f = i->second;
-      if (--i->second.count == 0)
+      auto& queue = i->second;
+      auto f = queue.front();
+      if (--queue.front().count == 0)
+        queue.pop_front();
+      if (queue.empty())
         per_agent_.erase(i);
       return f;
     }
@@ -155,7 +162,7 @@ public:
 
 private:
   spawn_fault any_{0, true, 0, {}, {}};
-  std::unordered_map<std::string, spawn_fault> per_agent_;
+  std::unordered_map<std::string, std::deque<spawn_fault>> per_agent_;
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, agent_spec& x) {

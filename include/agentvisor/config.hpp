@@ -54,6 +54,9 @@ struct qemu_config {
   uint32_t vcpus = 1;
   /// From qemu's start to the guest's ready line (TCG boots take seconds).
   uint32_t boot_timeout_ms = 60000;
+  /// Restore agents from a snapshot of a parked template VM, one per
+  /// shape (memory, workspace size), instead of booting each.
+  bool snapshots = false;
 
   bool operator==(const qemu_config&) const = default;
 };
@@ -69,6 +72,8 @@ struct firecracker_config {
   std::string initrd;
   uint32_t vcpus = 1;
   uint32_t boot_timeout_ms = 10000;
+  /// As in qemu_config (not with the jailer).
+  bool snapshots = false;
 
   bool operator==(const firecracker_config&) const = default;
 };

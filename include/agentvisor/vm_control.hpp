@@ -78,7 +78,14 @@ struct init_failed {
   bool operator==(const init_failed&) const = default;
 };
 
-using guest_event = std::variant<booted, oom, usage, exited, init_failed>;
+/// A parked init (boot_params::park) has opened both channels and waits
+/// for `start`: the host may now pause the VM and snapshot it. Nothing of
+/// an agent exists yet, so one snapshot serves every agent of its shape.
+struct parked {
+  bool operator==(const parked&) const = default;
+};
+
+using guest_event = std::variant<booted, oom, usage, exited, init_failed, parked>;
 
 // --- host -> guest (init) ----------------------------------------------------
 
@@ -87,6 +94,10 @@ using guest_event = std::variant<booted, oom, usage, exited, init_failed>;
 /// commands it runs).
 struct start {
   std::vector<std::string> env;
+  /// The agent's `agentvisor.*` words (to_cmdline), replacing the kernel
+  /// command line's: a VM restored from a snapshot booted with a parked
+  /// template's. Empty: the command line's stand.
+  std::string params;
   bool operator==(const start&) const = default;
 };
 
@@ -129,6 +140,12 @@ struct boot_params {
   std::string workspace_device = "/dev/vda";
   uint64_t workspace_bytes = 128ull << 20;
   std::string agent_id;
+  /// A template boot (`agentvisor.park=1`): init opens its channels, reports
+  /// `parked` and waits for a `start` whose params say which agent it is;
+  /// only then does it set up the agent's cgroup and workspace. While it
+  /// waits, a lost channel (a vsock reset by a snapshot restore) is opened
+  /// again.
+  bool park = false;
   bool operator==(const boot_params&) const = default;
 };
 

@@ -150,6 +150,7 @@ result<backend_actor> build_qemu(caf::actor_system& sys, io::io_thread& io, cons
   o.machine = to_string(cfg.qemu.machine);
   o.vcpus = cfg.qemu.vcpus;
   o.boot_timeout_ms = cfg.qemu.boot_timeout_ms;
+  o.snapshots = cfg.qemu.snapshots;
   o.allow_faults = cfg.agents.allow_faults;
   o.keep_workspaces = cfg.keep_workspaces;
   auto host = qemu::check_host(o, self_exe());
@@ -174,6 +175,7 @@ result<backend_actor> build_firecracker(caf::actor_system& sys, io::io_thread& i
   o.initrd = cfg.firecracker.initrd.empty() ? dir + "/initrd.img" : cfg.firecracker.initrd;
   o.vcpus = cfg.firecracker.vcpus;
   o.boot_timeout_ms = cfg.firecracker.boot_timeout_ms;
+  o.snapshots = cfg.firecracker.snapshots;
   o.allow_faults = cfg.agents.allow_faults;
   o.keep_workspaces = cfg.keep_workspaces;
   return firecracker::spawn_firecracker_backend(sys, io, std::move(o));

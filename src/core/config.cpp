@@ -360,6 +360,7 @@ void describe(qemu_config& c, V& v) {
   v.enumeration("machine", c.machine);
   v.uint("vcpus", c.vcpus, {1, max_qemu_vcpus});
   v.uint("boot_timeout_ms", c.boot_timeout_ms, {100, hour_ms});
+  v.boolean("snapshots", c.snapshots);
 }
 
 template <class V>
@@ -370,6 +371,7 @@ void describe(firecracker_config& c, V& v) {
   v.string("initrd", c.initrd, check_optional_path);
   v.uint("vcpus", c.vcpus, {1, max_firecracker_vcpus});
   v.uint("boot_timeout_ms", c.boot_timeout_ms, {100, hour_ms});
+  v.boolean("snapshots", c.snapshots);
 }
 
 template <class V>

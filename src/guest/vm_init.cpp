@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <linux/vm_sockets.h>
 #include <poll.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
@@ -267,14 +269,7 @@ public:
   }
 
   [[noreturn]] void run() {
-    std::string err;
-    control_ = open_channel(p_, vm::control_port_name, vm::vsock_control_port, err);
-    if (control_ < 0) fail("control channel: " + err);
-    int channel = open_channel(p_, vm::channel_port_name, vm::vsock_channel_port, err);
-    if (channel < 0) fail("guest channel: " + err);
-    if (auto e = setup_cgroup(p_)) fail(*e);
-    if (auto e = mount_workspace(p_)) fail(*e);
-
+    open_channels();
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGCHLD);
@@ -282,14 +277,31 @@ public:
     sigaddset(&mask, SIGINT);
     ::sigprocmask(SIG_BLOCK, &mask, nullptr);
 
-    auto env = wait_for_start();
+    if (p_.park) send(vm::parked{});
+    auto start = wait_for_start();
+    if (p_.park && start.params.empty()) fail("control: a parked init's start has no params");
+    if (!start.params.empty()) {
+      // decode_host_request checked them; the transport is the one in use.
+      auto agent = vm::parse_cmdline(start.params);
+      if (!agent) fail("control: start.params: " + agent.err().message);
+      agent->transport = p_.transport;
+      bool was_parked = p_.park;
+      p_ = std::move(*agent);
+      // The template's kernel read the workspace disk's first blocks (the
+      // partition scan) from another image: forget them before mounting.
+      if (was_parked) forget_cached_blocks(p_.workspace_device);
+    }
+    if (auto e = setup_cgroup(p_)) fail(*e);
+    if (auto e = mount_workspace(p_)) fail(*e);
+
     agent_ = ::fork();
     if (agent_ < 0) fail(errno_text("fork agent"));
     if (agent_ == 0) {
-      for (auto& e : env) ::putenv(e.data());
-      run_agent_child(channel);
+      for (auto& e : start.env) ::putenv(e.data());
+      run_agent_child(channel_);
     }
-    ::close(channel);
+    ::close(channel_);
+    channel_ = -1;
 
     utsname u{};
     ::uname(&u);
@@ -299,21 +311,47 @@ public:
   }
 
 private:
-  /// The host's `start` (the agent's environment): the first control line.
-  std::vector<std::string> wait_for_start() {
+  void open_channels() {
+    std::string err;
+    control_ = open_channel(p_, vm::control_port_name, vm::vsock_control_port, err);
+    if (control_ < 0) fail("control channel: " + err);
+    channel_ = open_channel(p_, vm::channel_port_name, vm::vsock_channel_port, err);
+    if (channel_ < 0) fail("guest channel: " + err);
+  }
+
+  static void forget_cached_blocks(const std::string& device) {
+    if (device.empty()) return;
+    int fd = ::open(device.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return; // mount_workspace waits for it and says so
+    if (::ioctl(fd, BLKFLSBUF, 0) != 0) console(errno_text("BLKFLSBUF " + device));
+    ::close(fd);
+  }
+
+  /// The host's `start`: the first control line. A parked init waits as
+  /// long as it takes (the host snapshots it meanwhile), and opens its
+  /// channels again when they drop: a restored firecracker VM's vsock
+  /// connections are reset, and the new host listens anew.
+  vm::start wait_for_start() {
     auto deadline = now_ms() + device_wait_ms;
-    while (now_ms() < deadline) {
+    while (p_.park || now_ms() < deadline) {
       if (auto nl = pending_.find('\n'); nl != std::string::npos) {
         auto r = vm::decode_host_request(std::string_view(pending_).substr(0, nl));
         pending_.erase(0, nl + 1);
         if (!r) fail("control: " + r.err().message);
-        if (auto* s = std::get_if<vm::start>(&*r)) return std::move(s->env);
+        if (auto* s = std::get_if<vm::start>(&*r)) return std::move(*s);
         fail("control: expected start first");
       }
       pollfd p{control_, POLLIN, 0};
       if (::poll(&p, 1, 100) <= 0) continue;
       char buf[4096];
       auto n = ::read(control_, buf, sizeof buf);
+      if (n <= 0 && p_.park && (n == 0 || errno != EINTR)) {
+        ::close(control_);
+        ::close(channel_);
+        pending_.clear();
+        open_channels();
+        continue;
+      }
       if (n == 0) fail("control channel closed before start");
       if (n > 0) pending_.append(buf, size_t(n));
       if (pending_.size() > vm::max_control_line_bytes) fail("control: start line too long");
@@ -465,6 +503,7 @@ private:
 
   vm::boot_params p_;
   int control_ = -1;
+  int channel_ = -1; ///< until the agent has it
   int kill_timer_ = -1;
   pid_t agent_ = -1;
   uint64_t oom_kills_ = 0;

@@ -61,6 +61,10 @@ struct event_encoder {
     w.field("message", m.substr(0, json::escaped_prefix(m, 2048)));
     finish(w);
   }
+  void operator()(const parked&) {
+    auto w = begin(out, "parked");
+    finish(w);
+  }
 };
 
 struct request_encoder {
@@ -70,6 +74,7 @@ struct request_encoder {
     w.key("env").begin_array();
     for (const auto& e : x.env) w.value(e);
     w.end_array();
+    if (!x.params.empty()) w.field("params", x.params);
     finish(w);
   }
   void operator()(const stop& x) {
@@ -162,6 +167,7 @@ result<guest_event> decode_guest_event(std::string_view line) {
     AV_TRY(r.str("message", f.message, true));
     return guest_event{std::move(f)};
   }
+  if (type == "parked") return guest_event{parked{}};
   return unknown(type);
 }
 
@@ -184,6 +190,13 @@ result<host_request> decode_host_request(std::string_view line) {
       if (v.find('=') == std::string_view::npos)
         return error{"start.env: \"" + std::string(v.substr(0, 64)) + "\" is not KEY=VALUE"};
       s.env.emplace_back(v);
+    }
+    AV_TRY(r.str("params", s.params, false));
+    if (!s.params.empty()) {
+      // Checked here, so that a bad one is refused where it is read.
+      auto p = parse_cmdline(s.params);
+      if (!p) return error{"start.params: " + p.err().message};
+      if (p->park) return error{"start.params: agentvisor.park in an agent's params"};
     }
     return host_request{std::move(s)};
   }
@@ -226,6 +239,7 @@ std::string to_cmdline(const boot_params& p) {
   if (!p.workspace_device.empty()) s += " agentvisor.workspace_device=" + p.workspace_device;
   s += " agentvisor.workspace_bytes=" + std::to_string(p.workspace_bytes);
   if (!p.agent_id.empty()) s += " agentvisor.id=" + p.agent_id;
+  if (p.park) s += " agentvisor.park=1";
   return s;
 }
 
@@ -265,6 +279,8 @@ result<boot_params> parse_cmdline(std::string_view cmdline) {
       if (auto e = number(key, value, p.workspace_bytes)) return *e;
     } else if (key == "id") {
       p.agent_id = value;
+    } else if (key == "park") {
+      p.park = value == "1";
     } else {
       return error{"kernel command line: unknown key agentvisor." + std::string(key)};
     }

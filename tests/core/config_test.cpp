@@ -581,7 +581,7 @@ TEST_CASE("the defaults print as JSON that parses back to the defaults") {
                    "enabled", "require_token", "per_agent", "max_agent_series",
                    "log", "level", "format", "backends", "qemu", "firecracker", "binary",
                    "jailer", "kernel", "initrd", "accel", "machine", "vcpus",
-                   "boot_timeout_ms"})
+                   "boot_timeout_ms", "snapshots"})
     CHECK_MESSAGE(contains(json, "\"" + std::string{key} + "\": "), key);
   CHECK(starts_with(json, "{\n  \"instance\": \"default\",\n"));
   CHECK(contains(json, "\n    \"random_factor\": 0.2,\n"));
@@ -598,7 +598,8 @@ TEST_CASE("any valid config survives a round trip through JSON") {
   c.backends = {backend_kind::firecracker, backend_kind::qemu};
   c.qemu = {.binary = "/opt/qemu/bin/qemu-system-x86_64", .kernel = "/boot/vmlinux",
             .initrd = "/boot/initrd.img", .accel = qemu_accel::tcg,
-            .machine = qemu_machine::q35, .vcpus = 255, .boot_timeout_ms = 100};
+            .machine = qemu_machine::q35, .vcpus = 255, .boot_timeout_ms = 100,
+            .snapshots = true};
   c.firecracker = {.binary = "fc", .jailer = "/usr/bin/jailer", .kernel = "/k",
                    .initrd = "", .vcpus = 32, .boot_timeout_ms = 3600000};
   c.host = {.memory_mb = 1 << 20, .cpus = 7, .max_agents = 99999, .pids = 64,
@@ -799,6 +800,8 @@ TEST_CASE("the qemu and firecracker sections have their defaults and take every 
   CHECK(d.qemu.machine == qemu_machine::automatic);
   CHECK(d.qemu.vcpus == 1);
   CHECK(d.qemu.boot_timeout_ms == 60000);
+  CHECK_FALSE(d.qemu.snapshots);
+  CHECK_FALSE(d.firecracker.snapshots);
   CHECK(d.firecracker.binary == "firecracker");
   CHECK(d.firecracker.jailer.empty());
   CHECK(d.firecracker.vcpus == 1);
@@ -809,10 +812,10 @@ TEST_CASE("the qemu and firecracker sections have their defaults and take every 
   auto r = parse_config(R"({
     "qemu": {"binary": "/usr/local/bin/qemu-system-x86_64", "kernel": "/srv/guest/vmlinux",
              "initrd": "/srv/guest/initrd.img", "accel": "kvm", "machine": "microvm",
-             "vcpus": 2, "boot_timeout_ms": 5000},
+             "vcpus": 2, "boot_timeout_ms": 5000, "snapshots": true},
     "firecracker": {"binary": "/usr/bin/firecracker", "jailer": "jailer",
                     "kernel": "/srv/guest/vmlinux", "initrd": "/srv/guest/initrd.img",
-                    "vcpus": 4, "boot_timeout_ms": 2000}
+                    "vcpus": 4, "boot_timeout_ms": 2000, "snapshots": true}
   })");
   REQUIRE_MESSAGE(r.has_value(), (r ? std::string{} : r.err().message));
   CHECK(r->qemu.binary == "/usr/local/bin/qemu-system-x86_64");
@@ -822,6 +825,8 @@ TEST_CASE("the qemu and firecracker sections have their defaults and take every 
   CHECK(r->qemu.machine == qemu_machine::microvm);
   CHECK(r->qemu.vcpus == 2);
   CHECK(r->qemu.boot_timeout_ms == 5000);
+  CHECK(r->qemu.snapshots);
+  CHECK(r->firecracker.snapshots);
   CHECK(r->firecracker.binary == "/usr/bin/firecracker");
   CHECK(r->firecracker.jailer == "jailer");
   CHECK(r->firecracker.kernel == "/srv/guest/vmlinux");

@@ -15,6 +15,7 @@
 #include <dirent.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
@@ -55,7 +56,8 @@ struct fixture {
   std::string log_path;
   size_t fds_before = 0;
 
-  fixture() {
+  explicit fixture(bool snapshots = false) {
+    opts.snapshots = snapshots;
     auto base = std::filesystem::temp_directory_path() / ("fc-test-" + std::to_string(::getpid()));
     std::filesystem::create_directories(base);
     opts.instance = "t";
@@ -131,6 +133,14 @@ struct fixture {
 
   std::string render(const caf::error& e) { return sys.render(e); }
 };
+
+struct snapshot_fixture : fixture {
+  snapshot_fixture() : fixture(true) {}
+};
+
+bool any_line(const std::vector<std::string>& lines, const std::string& want) {
+  return std::find(lines.begin(), lines.end(), want) != lines.end();
+}
 
 } // namespace
 
@@ -325,4 +335,164 @@ TEST_CASE("spawn_firecracker_backend names what the host lacks") {
     CHECK_MESSAGE(contains(r.err().message, "/dev/kvm"), r.err().message);
   else
     CHECK_MESSAGE(contains(r.err().message, "/nonexistent/firecracker"), r.err().message);
+}
+
+TEST_CASE("firecracker snapshots with the jailer are refused at start-up, saying why") {
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  io::io_thread io;
+  fc::backend_options o;
+  o.jailer = "jailer";
+  o.snapshots = true;
+  auto r = fc::spawn_firecracker_backend(sys, io, o);
+  REQUIRE_FALSE(r);
+  CHECK_MESSAGE(contains(r.err().message, "snapshots do not work with the jailer"), r.err().message);
+}
+
+TEST_CASE_FIXTURE(snapshot_fixture, "snapshots: a shape's first spawn boots cold beside a parked "
+                                    "template; later spawns restore its snapshot") {
+  namespace fs = std::filesystem;
+  const std::string shape = "196m-16777216"; // spec(): 100 MiB + 96, 16 MiB disk
+  const std::string tdir = opts.state_dir + "/templates/t/" + shape;
+  const std::string template_id = "@template-" + shape;
+  auto a = spawn(spec("vm-a"));
+  REQUIRE_MESSAGE(a, render(a.error()));
+  CHECK(line(a->channel) == R"({"fake":"hello"})");
+  // The template is snapshotted, then its VM ends.
+  for (int i = 0; i < 500 && !(fs::exists(tdir + "/snapshot") && !fs::exists(vm_dir(template_id))); ++i)
+    std::this_thread::sleep_for(10ms);
+  REQUIRE(fs::exists(tdir + "/snapshot"));
+  REQUIRE(fs::exists(tdir + "/memory"));
+  REQUIRE_FALSE(fs::exists(vm_dir(template_id)));
+
+  // The template: parked, with paths relative to its VM's directory (so a
+  // restore finds its own), paused, then snapshotted.
+  auto reqs = read_lines(log_path);
+  auto tspec = spec(template_id);
+  auto tparams = microvm::boot_params_for(tspec, "vsock");
+  tparams.park = true;
+  CHECK(any_line(reqs, "PUT /boot-source "
+                         + fc::api::put_boot_source("/boot/vmlinuz-fake", fc::boot_args(tparams),
+                                                    "/boot/initrd-fake").body));
+  CHECK(any_line(reqs, "PUT /drives/workspace " + fc::api::put_drive("workspace", "workspace.ext4").body));
+  CHECK(any_line(reqs, "PUT /vsock " + fc::api::put_vsock(3, "v.sock").body));
+  CHECK(any_line(reqs, "PATCH /vm " + fc::api::pause_vm().body));
+  CHECK(any_line(reqs, "PUT /snapshot/create "
+                         + fc::api::create_snapshot(tdir + "/snapshot", tdir + "/memory").body));
+
+  // The next spawn of that shape is one API call: the fake restored guest
+  // exits 8 unless `start` carries the agent's own params.
+  auto before = read_lines(log_path).size();
+  auto b = spawn(spec("vm-b"));
+  REQUIRE_MESSAGE(b, render(b.error()));
+  CHECK(line(b->channel) == R"({"fake":"hello"})");
+  reqs = read_lines(log_path);
+  REQUIRE(reqs.size() == before + 1);
+  CHECK(reqs.back() == "PUT /snapshot/load "
+                         + fc::api::load_snapshot(tdir + "/snapshot", tdir + "/memory", true).body);
+
+  // Another shape gets a template of its own; its first spawn boots cold.
+  auto big = spec("vm-big");
+  big.memory_bytes = 200ull << 20;
+  auto c = spawn(big);
+  REQUIRE_MESSAGE(c, render(c.error()));
+  CHECK(line(c->channel) == R"({"fake":"hello"})");
+
+  for (const auto& id : {"vm-a", "vm-b", "vm-big"}) {
+    self->send(backend, stop_atom::value, std::string{id}, uint32_t{2000});
+    CHECK(exited(id).exit_code == 0);
+  }
+
+  SUBCASE("a snapshot that cannot be restored fails that spawn, and its shape boots cold after") {
+    fs::remove(tdir + "/snapshot");
+    auto d = spawn(spec("vm-d"));
+    REQUIRE_FALSE(d);
+    CHECK(contains(render(d.error()), "Cannot open the snapshot file"));
+    CHECK_FALSE(fs::exists(vm_dir("vm-d")));
+    CHECK_FALSE(fs::exists(tdir));
+    auto n = read_lines(log_path).size();
+    auto e = spawn(spec("vm-d"));
+    REQUIRE_MESSAGE(e, render(e.error()));
+    reqs = read_lines(log_path);
+    CHECK(reqs.back() == R"(PUT /actions {"action_type":"InstanceStart"})");
+    CHECK(reqs.size() == n + 5); // a cold boot, no new template
+    self->send(backend, stop_atom::value, std::string{"vm-d"}, uint32_t{2000});
+    CHECK(exited("vm-d").exit_code == 0);
+  }
+
+  // The snapshots go with the backend.
+  self->send_exit(backend, caf::exit_reason::user_shutdown);
+  self->wait_for(backend);
+  CHECK_FALSE(fs::exists(opts.state_dir + "/templates/t"));
+}
+
+TEST_CASE("the control codec: parked, start with the agent's params, and bad params refused") {
+  std::string line;
+  vm::encode(vm::guest_event{vm::parked{}}, line);
+  CHECK(line == "{\"type\":\"parked\"}\n");
+  auto ev = vm::decode_guest_event(line);
+  REQUIRE_MESSAGE(ev, ev.err().message);
+  CHECK(std::holds_alternative<vm::parked>(*ev));
+
+  agent_spec s;
+  s.id = "a-9";
+  s.memory_bytes = 64ull << 20;
+  s.pids = 33;
+  auto p = microvm::boot_params_for(s, "vsock");
+  vm::start st{{"K=V"}, vm::to_cmdline(p)};
+  line.clear();
+  vm::encode(vm::host_request{st}, line);
+  auto back = vm::decode_host_request(line);
+  REQUIRE_MESSAGE(back, back.err().message);
+  REQUIRE(std::holds_alternative<vm::start>(*back));
+  CHECK(std::get<vm::start>(*back) == st);
+  auto params = vm::parse_cmdline(std::get<vm::start>(*back).params);
+  REQUIRE(params);
+  CHECK(*params == p);
+
+  // Without params (a cold boot) the field is left out.
+  line.clear();
+  vm::encode(vm::host_request{vm::start{{"K=V"}, {}}}, line);
+  CHECK_FALSE(contains(line, "params"));
+
+  // park survives the command line; an agent's params may not park it.
+  auto parked = p;
+  parked.park = true;
+  CHECK(vm::parse_cmdline(vm::to_cmdline(parked))->park);
+  auto bad = vm::decode_host_request(
+    R"({"type":"start","env":[],"params":")" + vm::to_cmdline(parked) + "\"}");
+  REQUIRE_FALSE(bad);
+  CHECK(contains(bad.err().message, "start.params: agentvisor.park"));
+  bad = vm::decode_host_request(R"({"type":"start","env":[],"params":" agentvisor.bogus=1"})");
+  REQUIRE_FALSE(bad);
+  CHECK(contains(bad.err().message, "start.params: kernel command line: unknown key agentvisor.bogus"));
+  bad = vm::decode_host_request(R"({"type":"start","env":[],"params":7})");
+  REQUIRE_FALSE(bad);
+  CHECK(contains(bad.err().message, "params"));
+}
+
+TEST_CASE_FIXTURE(fixture, "two spawn faults aimed at one agent both happen, in the order armed") {
+  // A chaos run may arm a failure and a delay for one agent within a few ms;
+  // the second must not replace the first.
+  for (auto f : {spawn_fault{1, true, 0, {}, "vm-two"}, spawn_fault{1, false, 200, {}, "vm-two"}}) {
+    uint32_t armed = 0;
+    self->request(backend, caf::infinite, spawn_fault_atom::value, f)
+      .receive([&](uint32_t n) { armed = n; }, [&](caf::error& e) { FAIL(render(e)); });
+    CHECK(armed == 1);
+  }
+  auto first = spawn(spec("vm-two"));
+  REQUIRE_FALSE(first);
+  CHECK(contains(render(first.error()), "agent vm-two: spawn failure injected"));
+  auto t0 = std::chrono::steady_clock::now();
+  auto second = spawn(spec("vm-two"));
+  REQUIRE_MESSAGE(second, render(second.error()));
+  // Held for its delay (a lower bound: no upper one on a shared machine).
+  CHECK(std::chrono::steady_clock::now() - t0 >= 200ms);
+  self->send(backend, kill_atom::value, std::string{"vm-two"});
+  exited("vm-two");
+  // Both met: the next spawn is plain.
+  auto third = spawn(spec("vm-two"));
+  REQUIRE_MESSAGE(third, render(third.error()));
+  self->send(backend, kill_atom::value, std::string{"vm-two"});
+  exited("vm-two");
 }

@@ -11,6 +11,14 @@
 //   fault-   answers PUT /boot-source with 400 and a fault_message
 //   crash-   exits 3 right after InstanceStart
 //   initfail- boots into init_failed
+// Snapshots, as firecracker's, roughly: a boot-source whose boot_args hold
+// agentvisor.park=1 boots a parked init (it connects, reports `parked`,
+// keeps serving the API); PUT /snapshot/create writes the snapshot file
+// (the vsock uds_path, as configured, relative paths staying relative)
+// and a memory file; PUT /snapshot/load in a fresh fake reads it back and
+// plays the restored guest: it connects to that uds_path (from its own
+// working directory), expects `start` with the agent's params first (exit
+// 8 without), then boots as above.
 
 #include "agentvisor/vm_control.hpp"
 
@@ -28,6 +36,7 @@ using namespace agentvisor;
 namespace {
 
 std::string id, api_sock, uds_path;
+bool park = false;
 
 bool starts(const std::string& s, const char* p) {
   return s.rfind(p, 0) == 0;
@@ -99,14 +108,43 @@ bool read_request(int fd, std::string& method, std::string& path, std::string& b
   return true;
 }
 
-[[noreturn]] void run_guest() {
+std::string json_string(const std::string& body, const std::string& key) {
+  auto k = body.find("\"" + key + "\":\"");
+  if (k == std::string::npos)
+    return {};
+  k += key.size() + 4;
+  return body.substr(k, body.find('"', k) - k);
+}
+
+int connect_port(uint32_t port) {
+  return connect_to(uds_path + "_" + std::to_string(port));
+}
+
+// A restored guest's first control line: start, with the agent's params.
+void expect_restored_start(int control) {
+  std::string line;
+  char c;
+  while (::read(control, &c, 1) == 1 && c != '\n')
+    line += c;
+  auto r = vm::decode_host_request(line);
+  auto* st = r ? std::get_if<vm::start>(&*r) : nullptr;
+  if (!st || st->params.find(" agentvisor.id=" + id) == std::string::npos
+      || st->params.find("agentvisor.park") != std::string::npos) {
+    std::fprintf(stderr, "fake_vmm: restored guest got no agent params: %s\n", line.c_str());
+    std::exit(8);
+  }
+}
+
+[[noreturn]] void run_guest(bool restored) {
   if (starts(id, "crash-"))
     std::exit(3);
   if (starts(id, "noboot-"))
     for (;;)
       ::pause();
-  int channel = connect_to(uds_path + "_" + std::to_string(vm::vsock_channel_port));
-  int control = connect_to(uds_path + "_" + std::to_string(vm::vsock_control_port));
+  int channel = connect_port(vm::vsock_channel_port);
+  int control = connect_port(vm::vsock_control_port);
+  if (restored)
+    expect_restored_start(control);
   if (starts(id, "initfail-")) {
     send_event(control, vm::init_failed{"mount /dev/vda: no such device"});
     for (;;)
@@ -126,7 +164,7 @@ bool read_request(int fd, std::string& method, std::string& path, std::string& b
   }
   std::string buf;
   char c[512];
-  bool got_start = false;
+  bool got_start = restored;
   for (;;) {
     auto n = ::read(control, c, sizeof c);
     if (n <= 0)
@@ -178,9 +216,36 @@ int main(int argc, char** argv) {
     std::string method, path, body;
     while (read_request(c, method, path, body)) {
       log_request(method + " " + path + " " + body);
-      if (path == "/vsock") {
-        auto k = body.find("\"uds_path\":\"");
-        uds_path = body.substr(k + 12, body.find('"', k + 12) - k - 12);
+      if (path == "/vsock")
+        uds_path = json_string(body, "uds_path");
+      if (path == "/boot-source")
+        park = body.find("agentvisor.park=1") != std::string::npos;
+      if (path == "/snapshot/create") {
+        // The snapshot holds the vsock path; memory is a stand-in.
+        FILE* f = std::fopen(json_string(body, "snapshot_path").c_str(), "w");
+        FILE* m = std::fopen(json_string(body, "mem_file_path").c_str(), "w");
+        if (!f || !m)
+          return 9;
+        std::fprintf(f, "%s\n", uds_path.c_str());
+        std::fprintf(m, "fake guest memory\n");
+        std::fclose(f);
+        std::fclose(m);
+      }
+      if (path == "/snapshot/load") {
+        char line[4096] = {};
+        FILE* f = std::fopen(json_string(body, "snapshot_path").c_str(), "r");
+        if (!f || !std::fgets(line, sizeof line, f)) {
+          std::string b = R"({"fault_message":"Cannot open the snapshot file"})";
+          send_all(c, "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                      "Content-Length: " + std::to_string(b.size()) + "\r\n\r\n" + b);
+          continue;
+        }
+        std::fclose(f);
+        uds_path = std::string(line, std::strcspn(line, "\n"));
+        send_all(c, "HTTP/1.1 204 No Content\r\n\r\n");
+        ::close(c);
+        ::close(l);
+        run_guest(true);
       }
       if (starts(id, "fault-") && path == "/boot-source") {
         std::string b = R"({"fault_message":"Invalid kernel path: no such file"})";
@@ -189,10 +254,15 @@ int main(int argc, char** argv) {
         continue;
       }
       send_all(c, "HTTP/1.1 204 No Content\r\n\r\n");
-      if (path == "/actions" && body.find("InstanceStart") != std::string::npos) {
+      if (path == "/actions" && body.find("InstanceStart") != std::string::npos && park) {
+        // A parked init: connected, waiting; the API stays up for the
+        // snapshot (the host kills us after it).
+        connect_port(vm::vsock_channel_port);
+        send_event(connect_port(vm::vsock_control_port), vm::parked{});
+      } else if (path == "/actions" && body.find("InstanceStart") != std::string::npos) {
         ::close(c);
         ::close(l);
-        run_guest();
+        run_guest(false);
       }
     }
     ::close(c);

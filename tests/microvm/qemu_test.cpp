@@ -4,7 +4,9 @@
 // reported while the agent lives on); usage with QMP's balloon statistics;
 // keep_workspaces (the image kept, the agent's file read back with
 // debugfs); the guest itself OOM-killed (its exit says so); the qemu
-// process killed (an exit event). After each: the VM's
+// process killed (an exit event); with snapshots, an agent restored from
+// its shape's template (migrated in, not booted) that is its own agent: its
+// memory limit, environment and workspace. After each: the VM's
 // directory gone, no qemu of ours running, no I/O handle left. Exits 77
 // naming what is missing (qemu-system-x86_64, the guest image).
 
@@ -122,8 +124,9 @@ struct harness {
   std::optional<caf::scoped_actor> self;
   backend_actor backend;
 
-  explicit harness(bool keep_workspaces = false) {
+  explicit harness(bool keep_workspaces = false, bool snapshots = false) {
     f.opts.keep_workspaces = keep_workspaces;
+    f.opts.snapshots = snapshots;
     REQUIRE(io.start());
     self.emplace(sys);
     backend = qemu::spawn_qemu_backend(sys, io, f.opts, f.host);
@@ -265,4 +268,44 @@ TEST_CASE("killing the qemu process is an exit event, and nothing is left") {
   CHECK(x.signal == SIGKILL);
   CHECK_FALSE(x.oom);
   h.check_gone("killed");
+}
+
+TEST_CASE("snapshots: a shape's second agent is restored from its template's snapshot, as "
+          "itself") {
+  namespace fs = std::filesystem;
+  harness h{false, true};
+  auto a = h.boot("snap-a"); // boots cold; the template boots beside it
+  const std::string shape = "224m-33554432"; // 128 MiB + 96, a 32 MiB disk
+  const auto tdir = h.f.opts.state_dir + "/templates/qemu-test/" + shape;
+  const auto template_dir = h.f.opts.state_dir + "/vms/qemu-test/@template-" + shape;
+  // The template parks, is migrated to a file, and its qemu ends (TCG:
+  // a boot's time, on a loaded host minutes).
+  for (int i = 0; i < 1800 && !(fs::exists(tdir + "/vmstate") && !fs::exists(template_dir)); ++i)
+    (*h.self)->receive([](io::stream_line&) {}, caf::after(100ms) >> [] {});
+  REQUIRE(fs::exists(tdir + "/vmstate"));
+  REQUIRE_FALSE(fs::exists(template_dir));
+
+  auto b = h.boot("snap-b");
+  // Restored, not booted: its qemu took the template's state as migration.
+  std::ifstream in("/proc/" + std::to_string(b->started.pid) + "/cmdline");
+  std::string cmdline((std::istreambuf_iterator<char>(in)), {});
+  CHECK(cmdline.find(std::string("-incoming\0defer", 15)) != std::string::npos);
+  // Its own agent: the limits and environment of its spec (sent in
+  // `start`), a workspace of its own that works.
+  auto w = b->call("write_file", R"({"path":"b.txt","content":"restored\n"})");
+  CHECK_MESSAGE(w.ok, w.error.message);
+  auto e = b->call("execute_command",
+                   R"({"argv":["sh","-c","cat /sys/fs/cgroup/agent/memory.max b.txt; echo $AGENT_GREETING; ls /workspace"]})");
+  INFO(e.result_json);
+  CHECK(e.ok);
+  CHECK(e.result_json.find("134217728\\nrestored\\nhello-from-env") != std::string::npos);
+  CHECK(e.result_json.find("lost+found") != std::string::npos); // ext4: its own image
+
+  for (auto* v : {a.get(), b.get()}) {
+    (*h.self)->send(h.backend, stop_atom::value, v->spec.id, uint32_t{3000});
+    auto x = v->wait_exit();
+    CHECK(x.exit_code == 0);
+    CHECK(x.signal == 0);
+  }
+  h.check_gone("snap-b");
 }

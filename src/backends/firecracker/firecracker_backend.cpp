@@ -9,21 +9,20 @@
 
 namespace agentvisor::firecracker {
 
-std::string boot_args(const agent_spec& spec) {
-  vm::boot_params p;
-  p.transport = "vsock";
-  p.heartbeat_ms = spec.heartbeat_ms;
-  p.allow_faults = spec.allow_faults;
-  p.pids = spec.pids;
-  p.memory_bytes = spec.memory_bytes;
-  p.workspace_device = "/dev/vda";
-  p.workspace_bytes = spec.workspace_bytes;
-  p.agent_id = spec.id;
+std::string boot_args(const vm::boot_params& p) {
   // reboot=k: the guest's reboot at the end (init) makes firecracker exit.
   return "console=ttyS0 reboot=k panic=-1 pci=off quiet" + vm::to_cmdline(p);
 }
 
+std::string boot_args(const agent_spec& spec) {
+  return boot_args(microvm::boot_params_for(spec, "vsock"));
+}
+
 result<void> check_host(const backend_options& opts) {
+  // A setting that cannot work, whatever the host has.
+  if (opts.snapshots && !opts.jailer.empty())
+    return error{"firecracker backend: snapshots do not work with the jailer yet (each "
+                 "restore would need the template's files linked into its chroot)"};
   int kvm = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
   if (kvm < 0)
     return error::from_errno("firecracker backend: /dev/kvm (KVM is needed to run microVMs)", errno);
@@ -59,7 +58,8 @@ backend_actor spawn_firecracker_backend_unchecked(caf::actor_system& sys, io::io
   cfg.keep_workspaces = opts.keep_workspaces;
   cfg.uid = opts.uid;
   cfg.gid = opts.gid;
-  cfg.kernel_cmdline = boot_args;
+  cfg.snapshots = opts.snapshots;
+  cfg.kernel_cmdline = [](const vm::boot_params& p) { return boot_args(p); };
   return microvm::spawn_vm_backend(sys, io, std::move(cfg));
 }
 

@@ -41,6 +41,9 @@ struct backend_options {
   bool allow_faults = false;
   /// Keep each workspace image when its VM ends (keep_workspaces).
   bool keep_workspaces = false;
+  /// Restore agents from a snapshot of a parked template VM per shape
+  /// (microvm::vmm_config::snapshots). Not with the jailer.
+  bool snapshots = false;
   /// The jailer drops firecracker to these ids.
   uint32_t uid = 20000;
   uint32_t gid = 20000;
@@ -65,7 +68,8 @@ using microvm::guest_reserve_mib;
 using microvm::stop_margin_ms;
 using microvm::vm_memory_mib;
 
-/// The kernel command line: fixed words plus vm::to_cmdline for the spec.
+/// The kernel command line: fixed words plus vm::to_cmdline.
+std::string boot_args(const vm::boot_params& p);
 std::string boot_args(const agent_spec& spec);
 
 } // namespace agentvisor::firecracker

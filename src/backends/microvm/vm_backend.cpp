@@ -50,6 +50,19 @@ std::string find_program(const std::string& name) {
   return {};
 }
 
+vm::boot_params boot_params_for(const agent_spec& spec, std::string transport) {
+  vm::boot_params p;
+  p.transport = std::move(transport);
+  p.heartbeat_ms = spec.heartbeat_ms;
+  p.allow_faults = spec.allow_faults;
+  p.pids = spec.pids;
+  p.memory_bytes = spec.memory_bytes;
+  p.workspace_device = "/dev/vda";
+  p.workspace_bytes = spec.workspace_bytes;
+  p.agent_id = spec.id;
+  return p;
+}
+
 namespace {
 
 /// mke2fs lives in /usr/sbin, which a non-root PATH may lack.
@@ -83,6 +96,13 @@ enum class phase : uint8_t {
   running,     ///< the owner has its agent_started
 };
 
+/// How a VM comes up (vmm_config::snapshots).
+enum class boot_kind : uint8_t {
+  cold,        ///< boots the agent's kernel command line
+  restore,     ///< restores its shape's snapshot; `start` says who it is
+  template_vm, ///< boots parked, is snapshotted, then killed: no agent
+};
+
 /// The interval between attempts to connect to a fresh firecracker's API
 /// socket (it creates the socket a few ms after exec).
 constexpr std::chrono::milliseconds api_retry{10};
@@ -99,6 +119,13 @@ struct vm_rec {
   std::string id;
   caf::actor owner;
   agent_spec spec;
+  boot_kind boot = boot_kind::cold;
+  /// Its snapshot template's key (restore, template_vm).
+  std::string shape;
+  /// template_vm: the snapshot is complete (its VMM is killed next).
+  bool snapshot_taken = false;
+  /// template_vm (firecracker): the API calls in flight take the snapshot.
+  bool snapshotting = false;
   api::vm_paths paths;
   phase ph = phase::mkfs;
   std::optional<caf::typed_response_promise<agent_started>> rp; ///< until answered
@@ -139,6 +166,14 @@ struct vm_rec {
 
 using backends::queued_spawn;
 
+/// A shape's snapshot: files in templates_dir/<shape>, and what its parked
+/// template booted with (a qemu restore must be started the same way).
+struct snapshot_template {
+  bool ready = false;
+  std::string dir;
+  vm::boot_params params;
+};
+
 struct backend_state {
   io::io_thread* io = nullptr;
   vmm_config opts;
@@ -149,6 +184,11 @@ struct backend_state {
   std::set<caf::actor_addr> monitored;
   armed_spawn_faults armed;
   backends::held_spawns delayed;
+  /// Snapshot templates by shape, and the shapes whose template failed
+  /// (their agents boot cold from then on, rather than retry each spawn).
+  std::string templates_dir; ///< state_dir/templates/<instance>
+  std::map<std::string, snapshot_template> templates;
+  std::set<std::string> broken_shapes;
   static inline const char* name = "microvm_backend";
 
   backend_state() = default;
@@ -176,6 +216,9 @@ struct backend_state {
       std::error_code ec;
       fs::remove_all(v.paths.dir, ec);
     }
+    std::error_code ec;
+    if (!templates_dir.empty())
+      fs::remove_all(templates_dir, ec);
   }
 };
 
@@ -215,6 +258,50 @@ void drop_handle(self_ptr self, io::handle_id& h) {
   self->state.handles.erase(h);
   self->state.io->close(h);
   h = 0;
+}
+
+std::string transport_of(const backend_state& st) {
+  return st.opts.kind == vmm_kind::qemu ? "virtio-serial" : "vsock";
+}
+
+/// VMs of one shape can share a snapshot: the VM's memory and its disk's
+/// size are fixed in it (vCPUs are the backend's).
+std::string shape_of(const agent_spec& s) {
+  return std::to_string(vm_memory_mib(s.memory_bytes)) + "m-" + std::to_string(s.workspace_bytes);
+}
+
+/// What the VM's guest boots with: the agent's parameters, or for a
+/// template (and a restore, which must match it) the parked template's.
+vm::boot_params boot_params_of(const backend_state& st, const vm_rec& v) {
+  if (v.boot == boot_kind::restore)
+    return st.templates.at(v.shape).params;
+  auto p = boot_params_for(v.spec, transport_of(st));
+  p.park = v.boot == boot_kind::template_vm;
+  return p;
+}
+
+std::string qemu_state_file(const snapshot_template& t) {
+  return t.dir + "/vmstate";
+}
+std::string fc_snapshot_file(const snapshot_template& t) {
+  return t.dir + "/snapshot";
+}
+std::string fc_memory_file(const snapshot_template& t) {
+  return t.dir + "/memory";
+}
+
+/// A shape's snapshot failed to make or to restore: its agents boot cold.
+void drop_template(self_ptr self, const std::string& shape, const std::string& why) {
+  auto& st = self->state;
+  auto t = st.templates.find(shape);
+  if (t == st.templates.end())
+    return;
+  std::error_code ec;
+  fs::remove_all(t->second.dir, ec); // a restore reading it keeps its open file
+  st.templates.erase(t);
+  st.broken_shapes.insert(shape);
+  spdlog::warn("{} backend: snapshot of shape {} dropped ({}); its agents boot cold",
+               st.opts.name, shape, why);
 }
 
 /// The last lines of the serial console, for a boot failure's log record.
@@ -259,6 +346,17 @@ void finish(self_ptr self, vm_rec& v, int vmm_code, int vmm_signal) {
   fs::remove_all(v.paths.dir, ec);
   if (ec)
     log::agent(v.id).error("cannot remove {}: {}", v.paths.dir, ec.message());
+  if (v.boot == boot_kind::template_vm) {
+    auto t = st.templates.find(v.shape);
+    if (v.snapshot_taken && t != st.templates.end()) {
+      t->second.ready = true;
+      spdlog::info("{} backend: snapshot of shape {} ready in {}", st.opts.name, v.shape,
+                   t->second.dir);
+    } else {
+      drop_template(self, v.shape,
+                    v.abort.empty() ? "its template VM ended before the snapshot" : v.abort);
+    }
+  }
   if (v.rp) {
     auto why = v.abort.empty() ? st.opts.name + " exited before the guest booted ("
                                    + (vmm_signal ? "signal " + std::to_string(vmm_signal)
@@ -331,11 +429,71 @@ result<int> listen_unix(const std::string& path) {
   return fd;
 }
 
-/// The first control line: init starts the agent with this environment.
+/// The first control line: init starts the agent with this environment
+/// (and, restored from a template, with the agent's parameters). A template
+/// gets none: it stays parked until it is snapshotted.
 void send_start(self_ptr self, vm_rec& v) {
+  auto& st = self->state;
+  if (v.boot == boot_kind::template_vm)
+    return;
+  vm::start s{v.spec.env, {}};
+  if (v.boot == boot_kind::restore)
+    s.params = vm::to_cmdline(boot_params_for(v.spec, transport_of(st)));
   std::string line;
-  vm::encode(vm::host_request{vm::start{v.spec.env}}, line);
-  self->state.io->write(v.control, std::move(line));
+  vm::encode(vm::host_request{std::move(s)}, line);
+  st.io->write(v.control, std::move(line));
+}
+
+void start_api_call(self_ptr self, vm_rec& v);
+
+/// qemu's exec: migration URIs run a shell command: single-quote the path.
+std::optional<std::string> shell_quoted(const std::string& path) {
+  if (path.find('\'') != std::string::npos)
+    return std::nullopt;
+  return "'" + path + "'";
+}
+
+void qmp_write(self_ptr self, vm_rec& v, const std::string& execute, const std::string& id,
+               const std::string& arguments = {}) {
+  std::string line = "{\"execute\":\"" + execute + "\",\"id\":\"" + id + "\"";
+  if (!arguments.empty())
+    line += ",\"arguments\":" + arguments;
+  self->state.io->write(v.qmp, line + "}\n");
+}
+
+/// Migration reports its progress as MIGRATION events only when asked.
+void qmp_migration_events(self_ptr self, vm_rec& v) {
+  qmp_write(self, v, "migrate-set-capabilities", "mcaps",
+            R"({"capabilities":[{"capability":"events","state":true}]})");
+}
+
+/// A template's guest is parked: pause the VM and write its snapshot.
+void take_snapshot(self_ptr self, vm_rec& v) {
+  auto& st = self->state;
+  const auto& t = st.templates.at(v.shape);
+  if (st.opts.kind == vmm_kind::qemu) {
+    auto file = shell_quoted(qemu_state_file(t));
+    if (!file)
+      return abort_vm(self, v, "a snapshot path with a quote: " + qemu_state_file(t));
+    qmp_migration_events(self, v);
+    qmp_write(self, v, "stop", "pause");
+    qmp_write(self, v, "migrate", "migrate", "{\"uri\":\"exec:cat > " + *file + "\"}");
+    return;
+  }
+  v.snapshotting = true;
+  v.calls = {api::pause_vm(), api::create_snapshot(fc_snapshot_file(t), fc_memory_file(t))};
+  start_api_call(self, v);
+}
+
+/// The snapshot is on disk: the template's VMM goes; finish() marks the
+/// shape ready.
+void snapshot_done(self_ptr self, vm_rec& v) {
+  v.snapshot_taken = true;
+  v.snapshotting = false;
+  drop_handle(self, v.boot_timer);
+  log::agent(v.id).debug("snapshot taken; ending the template VM");
+  if (v.vmm_proc)
+    self->state.io->kill(v.vmm_proc, SIGKILL);
 }
 
 void next_api_call(self_ptr self, vm_rec& v);
@@ -406,12 +564,17 @@ void on_api_readable(self_ptr self, vm_rec& v) {
   }
   drop_handle(self, v.api_watch); // the loop closes the fd
   v.api_fd = -1;
+  auto failed = [&](const std::string& why) {
+    if (v.boot == boot_kind::restore)
+      drop_template(self, v.shape, "restoring agent " + v.id + ": " + why);
+    abort_vm(self, v, why);
+  };
   if (!done)
-    return abort_vm(self, v, api::describe(call) + ": " + done.err().message);
+    return failed(api::describe(call) + ": " + done.err().message);
   auto response = v.parser->get();
   v.parser.reset();
   if (auto ok = api::check(response, api::describe(call)); !ok)
-    return abort_vm(self, v, ok.err().message);
+    return failed(ok.err().message);
   log::agent(v.id).debug("firecracker: {} -> {}", api::describe(call), response.status);
   v.calls.pop_front();
   next_api_call(self, v);
@@ -420,8 +583,17 @@ void on_api_readable(self_ptr self, vm_rec& v) {
 void next_api_call(self_ptr self, vm_rec& v) {
   if (!v.calls.empty())
     return start_api_call(self, v);
+  if (v.snapshotting)
+    return snapshot_done(self, v);
   v.ph = phase::booting;
-  log::agent(v.id).debug("firecracker: instance started, waiting for the guest");
+  log::agent(v.id).debug("firecracker: instance {}, waiting for the guest",
+                         v.boot == boot_kind::restore ? "restored" : "started");
+}
+
+/// Who reads the guest channel: the agent's owner. A template has no agent
+/// (nothing comes before `start`): we hold its channel, and drop its lines.
+caf::actor channel_reader(self_ptr self, const vm_rec& v) {
+  return v.boot == boot_kind::template_vm ? as_actor(self) : v.owner;
 }
 
 /// An accepted vsock connection becomes a line stream: the guest channel
@@ -444,7 +616,7 @@ void accept_on(self_ptr self, vm_rec& v, bool channel) {
   if (channel) {
     // The guest's lines go straight to the owner; one over the protocol's
     // limit closes the channel ("line over 1048576 bytes").
-    v.channel = st.io->open_line_stream(v.owner, fd, guest::max_guest_line_bytes);
+    v.channel = st.io->open_line_stream(channel_reader(self, v), fd, guest::max_guest_line_bytes);
     maybe_ready(self, v);
   } else {
     v.control = st.io->open_line_stream(as_actor(self), fd, vm::max_control_line_bytes);
@@ -492,7 +664,12 @@ void on_control_line(self_ptr self, vm_rec& v, const std::string& line) {
   std::visit(
     [&](auto& e) {
       using T = std::decay_t<decltype(e)>;
-      if constexpr (std::is_same_v<T, vm::booted>) {
+      if constexpr (std::is_same_v<T, vm::parked>) {
+        if (v.boot != boot_kind::template_vm || v.snapshot_taken)
+          return kill_vm(self, v, "control channel: parked, but this VM is no template");
+        log::agent(v.id).debug("guest parked; taking the snapshot of shape {}", v.shape);
+        take_snapshot(self, v);
+      } else if constexpr (std::is_same_v<T, vm::booted>) {
         log::agent(v.id).debug("guest booted: kernel {}, {} bytes, {} ms", e.kernel,
                                e.memory_bytes, e.boot_ms);
         v.booted = true;
@@ -542,7 +719,13 @@ void start_qemu(self_ptr self, vm_rec& v) {
   }
   microvm::qemu_files files{v.paths.dir, v.paths.workspace_host, v.paths.console_log, 3, 4, 5};
   io::process_spec ps;
-  ps.argv = st.opts.qemu_argv(v.spec, files);
+  ps.argv = st.opts.qemu_argv(v.spec, files, boot_params_of(st, v));
+  if (v.boot == boot_kind::restore) {
+    // The same machine as the template's, its RAM and devices read from
+    // the snapshot once QMP says where (on_qmp_line).
+    ps.argv.push_back("-incoming");
+    ps.argv.push_back("defer");
+  }
   int log_fd = ::open(v.paths.console_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
   ps.stdio = {-1, log_fd, log_fd, pairs[0][1], pairs[1][1], pairs[2][1]};
   ps.close_stdio = true;
@@ -551,13 +734,42 @@ void start_qemu(self_ptr self, vm_rec& v) {
   st.handles[v.vmm_proc] = v.id;
   // The guest's lines go straight to the owner; one over the protocol's
   // limit closes the channel ("line over 1048576 bytes").
-  v.channel = st.io->open_line_stream(v.owner, pairs[0][0], guest::max_guest_line_bytes);
+  v.channel = st.io->open_line_stream(channel_reader(self, v), pairs[0][0],
+                                      guest::max_guest_line_bytes);
   v.control = st.io->open_line_stream(as_actor(self), pairs[1][0], vm::max_control_line_bytes);
   st.handles[v.control] = v.id;
   send_start(self, v);
   v.qmp = st.io->open_line_stream(as_actor(self), pairs[2][0], 1 << 16);
   st.handles[v.qmp] = v.id;
   v.ph = phase::booting;
+}
+
+/// A snapshot could not be taken (template) or restored: the template is
+/// dropped and the VM torn down (a restore's spawn fails; the supervisor's
+/// retry boots cold).
+void snapshot_failed(self_ptr self, vm_rec& v, const std::string& why) {
+  if (v.boot == boot_kind::cold)
+    return log::agent(v.id).warn("{}", why);
+  auto what = (v.boot == boot_kind::restore ? "restore: " : "snapshot: ") + why;
+  drop_template(self, v.shape, what);
+  abort_vm(self, v, what);
+}
+
+/// qemu's MIGRATION event: a template's snapshot written, or a restore's
+/// read (its VM is paused, as its template was: resume it).
+void on_migration(self_ptr self, vm_rec& v, simdjson::dom::element doc) {
+  std::string_view status;
+  if (doc["data"]["status"].get(status) != simdjson::SUCCESS)
+    return;
+  log::agent(v.id).debug("qmp migration {}", status);
+  if (status == "failed" || status == "cancelled")
+    return snapshot_failed(self, v, "qemu migration " + std::string{status});
+  if (status != "completed")
+    return;
+  if (v.boot == boot_kind::template_vm)
+    snapshot_done(self, v);
+  else if (v.boot == boot_kind::restore)
+    qmp_write(self, v, "cont", "cont");
 }
 
 /// One QMP line: the greeting asks for capabilities negotiation, whose
@@ -580,10 +792,17 @@ void on_qmp_line(self_ptr self, vm_rec& v, const std::string& line) {
   }
   std::string_view text;
   if (doc["event"].get(text) == simdjson::SUCCESS) {
-    log::agent(v.id).info("qmp event {}", text);
+    // Migration (snapshots) reports every pass: detail, not news.
+    if (text.starts_with("MIGRATION"))
+      log::agent(v.id).debug("qmp event {}", text);
+    else
+      log::agent(v.id).info("qmp event {}", text);
+    if (text == "MIGRATION")
+      return on_migration(self, v, doc);
     // qemu pauses a VM it cannot run on (a KVM internal error): fail the
     // spawn now rather than at the boot timeout. The console says more.
-    if (text == "STOP" && !v.booted && v.rp)
+    // (A template is paused for its snapshot, a restore until resumed.)
+    if (text == "STOP" && !v.booted && v.rp && v.boot == boot_kind::cold)
       abort_vm(self, v, "qemu paused the VM before its guest booted (a KVM internal error?): "
                           + console_tail(v));
     return;
@@ -594,6 +813,8 @@ void on_qmp_line(self_ptr self, vm_rec& v, const std::string& line) {
   if (id == "balloon")
     v.balloon_asked = false;
   if (doc["error"]["desc"].get(text) == simdjson::SUCCESS) {
+    if (id == "mcaps" || id == "incoming" || id == "pause" || id == "migrate" || id == "cont")
+      return snapshot_failed(self, v, "qmp " + std::string{id} + ": " + std::string{text});
     // Statistics are asked every heartbeat: their refusal is no news.
     if (id == "balloon")
       log::agent(v.id).debug("qmp balloon: {}", text);
@@ -611,10 +832,18 @@ void on_qmp_line(self_ptr self, vm_rec& v, const std::string& line) {
       v.balloon_available = static_cast<uint64_t>(available);
     return;
   }
-  if (id == "caps") {
+  if (id == "caps" && v.boot == boot_kind::restore) {
+    auto file = shell_quoted(qemu_state_file(self->state.templates.at(v.shape)));
+    if (!file)
+      return snapshot_failed(self, v, "a snapshot path with a quote");
+    qmp_migration_events(self, v);
+    qmp_write(self, v, "migrate-incoming", "incoming", "{\"uri\":\"exec:cat " + *file + "\"}");
+    return;
+  }
+  if (id == "caps" || id == "cont") {
     // A VM that fails at once (a KVM internal error) may stop before QMP
     // sends events: ask for its status right after the negotiation too.
-    self->state.io->write(v.qmp, "{\"execute\":\"query-status\",\"id\":\"status\"}\n");
+    qmp_write(self, v, "query-status", "status");
     return;
   }
   if (id == "status" && doc["return"]["status"].get(text) == simdjson::SUCCESS) {
@@ -669,18 +898,61 @@ void start_vmm(self_ptr self, vm_rec& v) {
   st.handles[v.vmm_proc] = v.id;
   v.ph = phase::configuring;
 
-  auto& s = v.spec;
+  if (v.boot == boot_kind::restore) {
+    const auto& t = st.templates.at(v.shape);
+    v.calls = {api::load_snapshot(fc_snapshot_file(t), fc_memory_file(t), true)};
+    return;
+  }
+  // A snapshot keeps the paths its VM was configured with: a template's are
+  // relative to firecracker's working directory, its VM's directory, so
+  // that each restore finds its own workspace and vsock sockets in its own.
+  auto workspace = v.paths.workspace_vm, vsock = v.paths.vsock_vm;
+  if (v.boot == boot_kind::template_vm) {
+    workspace = fs::path(workspace).filename().string();
+    vsock = fs::path(vsock).filename().string();
+  }
   v.calls = {
-    api::put_machine_config(st.opts.vcpus, vm_memory_mib(s.memory_bytes)),
-    api::put_boot_source(v.paths.kernel_vm, st.opts.kernel_cmdline(s), v.paths.initrd_vm),
-    api::put_drive("workspace", v.paths.workspace_vm),
-    api::put_vsock(3, v.paths.vsock_vm),
+    api::put_machine_config(st.opts.vcpus, vm_memory_mib(v.spec.memory_bytes)),
+    api::put_boot_source(v.paths.kernel_vm, st.opts.kernel_cmdline(boot_params_of(st, v)),
+                         v.paths.initrd_vm),
+    api::put_drive("workspace", workspace),
+    api::put_vsock(3, vsock),
     api::instance_start(),
   };
 }
 
-/// Everything before firecracker runs: the directory, the workspace image
+/// Everything before the VMM runs: the directory, the workspace image
 /// (mke2fs runs as a child; its exit continues the spawn), the boot timer.
+/// `rp`: the spawn's promise (none for a template).
+caf::error create_vm(self_ptr self, const agent_spec& spec, const caf::actor& owner,
+                     std::optional<caf::typed_response_promise<agent_started>> rp,
+                     boot_kind boot, const std::string& shape);
+
+/// Boots a shape's template VM: parked (no agent), snapshotted, killed.
+/// Not an agent: no owner, no promise, an id no agent can have ('@').
+void start_template(self_ptr self, const agent_spec& agent, const std::string& shape) {
+  auto& st = self->state;
+  auto& t = st.templates[shape];
+  t.dir = st.templates_dir + "/" + shape;
+  std::error_code ec;
+  fs::remove_all(t.dir, ec);
+  fs::create_directories(t.dir, ec);
+  if (ec) {
+    drop_template(self, shape, "cannot create " + t.dir + ": " + ec.message());
+    return;
+  }
+  agent_spec spec = agent;
+  spec.id = "@template-" + shape;
+  spec.env.clear();
+  t.params = boot_params_for(spec, transport_of(st));
+  t.params.park = true;
+  log::agent(spec.id).debug("booting the template of shape {} (for agent {})", shape, agent.id);
+  if (auto err = create_vm(self, spec, nullptr, std::nullopt, boot_kind::template_vm, shape))
+    drop_template(self, shape, caf::to_string(err));
+}
+
+/// With snapshots on, a shape's first spawn boots cold and starts its
+/// template beside it; the spawns after it restore the template's snapshot.
 caf::error begin_spawn(self_ptr self, const agent_spec& spec, const caf::actor& owner,
                        caf::typed_response_promise<agent_started> rp) {
   auto& st = self->state;
@@ -688,6 +960,24 @@ caf::error begin_spawn(self_ptr self, const agent_spec& spec, const caf::actor& 
     return backend_error("invalid agent id '" + spec.id + "': use 1-64 of [A-Za-z0-9_.-]");
   if (st.vms.count(spec.id))
     return backend_error("agent " + spec.id + " already exists");
+  auto boot = boot_kind::cold;
+  std::string shape;
+  if (st.opts.snapshots) {
+    shape = shape_of(spec);
+    if (auto t = st.templates.find(shape); t != st.templates.end())
+      boot = t->second.ready ? boot_kind::restore : boot_kind::cold;
+    else if (!st.broken_shapes.count(shape))
+      start_template(self, spec, shape);
+  }
+  if (boot == boot_kind::restore)
+    log::agent(spec.id).debug("restoring the snapshot of shape {}", shape);
+  return create_vm(self, spec, owner, std::move(rp), boot, shape);
+}
+
+caf::error create_vm(self_ptr self, const agent_spec& spec, const caf::actor& owner,
+                     std::optional<caf::typed_response_promise<agent_started>> rp,
+                     boot_kind boot, const std::string& shape) {
+  auto& st = self->state;
   api::layout_options lo;
   lo.vm_dir = st.opts.state_dir + "/vms/" + st.opts.instance + "/" + spec.id;
   lo.id = api::vm_id(spec.id);
@@ -709,6 +999,8 @@ caf::error begin_spawn(self_ptr self, const agent_spec& spec, const caf::actor& 
   v.spec = spec;
   v.paths = paths;
   v.rp = std::move(rp);
+  v.boot = boot;
+  v.shape = shape;
   if (owner && st.monitored.insert(owner.address()).second)
     self->monitor(owner);
   auto fail = [&](const std::string& why) {
@@ -744,7 +1036,10 @@ caf::error begin_spawn(self_ptr self, const agent_spec& spec, const caf::actor& 
   if (!sized)
     return fail("size the workspace image " + paths.workspace_host + ": " + std::strerror(err));
 
-  v.boot_timer = st.io->start_timer(as_actor(self), std::chrono::milliseconds(st.opts.boot_timeout_ms));
+  // A template boots, then writes its snapshot: twice the boot's time.
+  auto timeout = std::chrono::milliseconds(st.opts.boot_timeout_ms);
+  v.boot_timer = st.io->start_timer(as_actor(self),
+                                    boot == boot_kind::template_vm ? 2 * timeout : timeout);
   st.handles[v.boot_timer] = v.id;
   io::process_spec mk;
   mk.argv = {mke2fs_path(), "-q", "-F", "-t", "ext4", paths.workspace_host};
@@ -912,7 +1207,7 @@ fc_actor::behavior_type running(self_ptr self) {
           start_api_call(self, *v);
       } else if (m.id == v->boot_timer) {
         v->boot_timer = 0;
-        if (v->rp)
+        if (v->rp || v->boot == boot_kind::template_vm)
           abort_vm(self, *v, "boot timeout (the guest did not boot within "
                                + std::to_string(self->state.opts.boot_timeout_ms) + " ms)");
       } else if (m.id == v->drain_timer) {
@@ -954,6 +1249,10 @@ fc_actor::behavior_type backend_impl(self_ptr self, io::io_thread* io, vmm_confi
       st.jailer = opts.jailer;
   }
   st.opts = std::move(opts);
+  // Snapshots are the VMM's and this image's: a dead supervisor's are stale.
+  st.templates_dir = st.opts.state_dir + "/templates/" + st.opts.instance;
+  std::error_code ec;
+  fs::remove_all(st.templates_dir, ec);
   // No VM may outlive the actor that owns it: an owner that ends without
   // stopping its agents gets them killed here, cleaned up as usual.
   self->set_down_handler([self](caf::down_msg& dm) {

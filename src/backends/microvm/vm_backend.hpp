@@ -17,6 +17,7 @@
 
 #include "agentvisor/backend.hpp"
 #include "agentvisor/io.hpp"
+#include "agentvisor/vm_control.hpp"
 
 #include <caf/fwd.hpp>
 
@@ -61,11 +62,23 @@ struct vmm_config {
   bool keep_workspaces = false;
   uint32_t uid = 20000;
   uint32_t gid = 20000;
-  /// The guest kernel's command line for an agent.
-  std::function<std::string(const agent_spec&)> kernel_cmdline;
-  /// qemu only: its argv for an agent.
-  std::function<std::vector<std::string>(const agent_spec&, const qemu_files&)> qemu_argv;
+  /// Snapshot pool: the first spawn of each VM shape (memory, workspace
+  /// size) also boots a parked template VM and snapshots it; later spawns of
+  /// that shape restore the snapshot instead of booting (qemu: migration to
+  /// and from a file; firecracker: /snapshot/create and /snapshot/load).
+  bool snapshots = false;
+  /// The guest kernel's command line for these boot parameters.
+  std::function<std::string(const vm::boot_params&)> kernel_cmdline;
+  /// qemu only: its argv for an agent (`spec`: name and memory) booting
+  /// with these parameters.
+  std::function<std::vector<std::string>(const agent_spec&, const qemu_files&,
+                                         const vm::boot_params&)>
+    qemu_argv;
 };
+
+/// The guest's boot parameters for an agent on a VMM with this transport
+/// ("virtio-serial" or "vsock"); the workspace is the first virtio disk.
+vm::boot_params boot_params_for(const agent_spec& spec, std::string transport);
 
 /// Guest memory on top of the agent's memory limit. Debian's kernel keeps
 /// about 50 MiB of a VM (MemTotal 142 MiB of 192), the unpacked initramfs

@@ -198,16 +198,7 @@ result<host_choice> check_host(const backend_options& opts, const std::string& e
   return h;
 }
 
-std::string kernel_cmdline(const host_choice& host, const agent_spec& spec) {
-  vm::boot_params p;
-  p.transport = "virtio-serial";
-  p.heartbeat_ms = spec.heartbeat_ms;
-  p.allow_faults = spec.allow_faults;
-  p.pids = spec.pids;
-  p.memory_bytes = spec.memory_bytes;
-  p.workspace_device = "/dev/vda";
-  p.workspace_bytes = spec.workspace_bytes;
-  p.agent_id = spec.id;
+std::string kernel_cmdline(const host_choice& host, const vm::boot_params& p) {
   // reboot=t with -no-reboot: init's reboot at the end makes qemu exit.
   std::string s = "console=ttyS0 reboot=t panic=-1 quiet";
   if (host.accel == "tcg" && host.machine == "microvm" && host.tsc_khz > 0) {
@@ -220,7 +211,7 @@ std::string kernel_cmdline(const host_choice& host, const agent_spec& spec) {
 }
 
 std::vector<std::string> argv(const host_choice& host, uint32_t vcpus, const agent_spec& spec,
-                              const microvm::qemu_files& f) {
+                              const microvm::qemu_files& f, const vm::boot_params& p) {
   bool micro = host.machine == "microvm";
   std::string machine = micro ? "microvm,acpi=on,x-option-roms=off,rtc=on" : "q35";
   if (micro && host.accel == "tcg") machine += ",pit=on,pic=on";
@@ -236,7 +227,7 @@ std::vector<std::string> argv(const host_choice& host, uint32_t vcpus, const age
     "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
     "-kernel", host.kernel,
     "-initrd", host.initrd,
-    "-append", kernel_cmdline(host, spec),
+    "-append", kernel_cmdline(host, p),
     "-serial", "file:" + f.console_log,
     "-device", dev("virtio-serial"),
     "-chardev", "socket,id=channel,fd=" + std::to_string(f.channel_fd),
@@ -265,9 +256,11 @@ backend_actor spawn_qemu_backend(caf::actor_system& sys, io::io_thread& io,
   cfg.boot_timeout_ms = opts.boot_timeout_ms;
   cfg.allow_faults = opts.allow_faults;
   cfg.keep_workspaces = opts.keep_workspaces;
-  cfg.kernel_cmdline = [host](const agent_spec& s) { return kernel_cmdline(host, s); };
-  cfg.qemu_argv = [host, vcpus = opts.vcpus](const agent_spec& s, const microvm::qemu_files& f) {
-    return argv(host, vcpus, s, f);
+  cfg.snapshots = opts.snapshots;
+  cfg.kernel_cmdline = [host](const vm::boot_params& p) { return kernel_cmdline(host, p); };
+  cfg.qemu_argv = [host, vcpus = opts.vcpus](const agent_spec& s, const microvm::qemu_files& f,
+                                             const vm::boot_params& p) {
+    return argv(host, vcpus, s, f, p);
   };
   return microvm::spawn_vm_backend(sys, io, std::move(cfg));
 }

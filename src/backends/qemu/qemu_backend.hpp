@@ -38,6 +38,9 @@ struct backend_options {
   bool allow_faults = false;
   /// Keep each workspace image when its VM ends (keep_workspaces).
   bool keep_workspaces = false;
+  /// Restore agents from a snapshot of a parked template VM per shape
+  /// (microvm::vmm_config::snapshots).
+  bool snapshots = false;
 };
 
 /// What check_host settled for this host.
@@ -66,12 +69,13 @@ result<host_choice> check_host(const backend_options& opts, const std::string& e
 /// build tree's build/guest-image, or <prefix>/share/agentvisor/guest.
 std::string default_image_dir(const std::string& exe);
 
-/// The guest kernel's command line for an agent.
-std::string kernel_cmdline(const host_choice& host, const agent_spec& spec);
+/// The guest kernel's command line for these boot parameters.
+std::string kernel_cmdline(const host_choice& host, const vm::boot_params& p);
 
-/// qemu's argv for an agent (its fds 3-5 are the socketpairs).
+/// qemu's argv for an agent (`spec`: its name and memory) booting with
+/// `p` (its fds 3-5 are the socketpairs).
 std::vector<std::string> argv(const host_choice& host, uint32_t vcpus, const agent_spec& spec,
-                              const microvm::qemu_files& files);
+                              const microvm::qemu_files& files, const vm::boot_params& p);
 
 /// check_host, then the actor. `exe` is the running executable (for the
 /// default image directory).
