@@ -231,6 +231,28 @@ void via_remote(self_ptr self, std::size_t i) {
     .then([](std::string&) {}, on_error);
 }
 
+bool is_spawn_fault(chaos::fault_kind k) {
+  return k == chaos::fault_kind::spawn_failure || k == chaos::fault_kind::slow_spawn;
+}
+
+/// Another spawn fault on this agent is armed and not yet met: its trigger
+/// kill's restart has not failed (spawn_failure) or served again
+/// (slow_spawn). The backend queues faults per agent, but two trigger kills
+/// landing on one incarnation make one restart, which meets only the
+/// first: the second would wait for some later, unrelated restart.
+bool spawn_fault_pending(const runner_state& st, const chaos::fault_record& r) {
+  for (const auto& o : st.log.faults) {
+    if (&o == &r || o.agent_id != r.agent_id || !is_spawn_fault(o.fault.kind) || o.skipped
+        || o.injected_s <= 0)
+      continue;
+    bool met = o.fault.kind == chaos::fault_kind::spawn_failure ? o.down_reason.has_value()
+                                                                  : o.recovered_s.has_value();
+    if (!met)
+      return true;
+  }
+  return false;
+}
+
 void inject(self_ptr self, std::size_t i) {
   auto& st = self->state;
   auto& r = record_of(self, i);
@@ -238,11 +260,15 @@ void inject(self_ptr self, std::size_t i) {
   // is held until the target serves again rather than skipped: under
   // thousands of faults most targets are caught restarting now and then.
   // Held for at most recover_within_ms: an agent not back by then is the
-  // `recovered` invariant's business, and the fault is skipped.
-  if (!r.agent_id.empty() && !st.ready[r.agent_id]) {
+  // `recovered` invariant's business, and the fault is skipped. A spawn
+  // fault also waits for the one before it on its agent to be met.
+  if (!r.agent_id.empty()
+      && (!st.ready[r.agent_id] || (is_spawn_fault(r.fault.kind) && spawn_fault_pending(st, r)))) {
     double held_s = now_s(st) - r.fault.at_s;
     if (held_s * 1000 > st.opts.scenario.recover_within_ms)
-      return skip(self, i, "target " + r.agent_id + " not ready for "
+      return skip(self, i, "target " + r.agent_id
+                             + (st.ready[r.agent_id] ? " still had an earlier spawn fault armed after "
+                                                     : " not ready for ")
                              + std::to_string(static_cast<uint64_t>(held_s * 1000)) + " ms");
     self->delayed_send(self, hold_tick, inject_atom::value, uint64_t{i});
     return;

@@ -30,6 +30,12 @@ grep -q 'explode' "$tmp/bad.out" || fail "the error does not name the bad value:
 grep -q '^recovered  *FAIL' "$tmp/nr.out" || fail "no_restart: 'recovered' not reported violated: $(cat "$tmp/nr.out")"
 grep -q '"passed": *false' "$tmp/norestart/report.json" || fail "no_restart: report.json does not say passed false"
 
+# --- spawn faults aimed at one agent at once: each met on a restart of its own -----
+"$bin" chaos run "$here/spawn_faults_together.json" --seed 1 --report "$tmp/together" >"$tmp/tg.out" 2>&1; rc=$?
+[ "$rc" -eq 0 ] || fail "spawn faults together: exit $rc, wanted 0: $(tail -12 "$tmp/tg.out")"
+grep -q '"injected": *3' "$tmp/together/report.json" \
+  || fail "spawn faults together: not all 3 faults injected: $(grep -A6 '"total"' "$tmp/together/report.json")"
+
 # --- Ctrl-C: the run ends early, the supervisor goes down in order, nothing left -----
 "$bin" chaos run "$scenarios/smoke.json" --seed 1 >"$tmp/int.out" 2>&1 &
 pid=$!

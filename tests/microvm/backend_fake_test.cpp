@@ -322,31 +322,33 @@ TEST_CASE("the kernel command line and the VM's memory") {
   CHECK(p->agent_id == "a-7");
 }
 
-TEST_CASE("spawn_firecracker_backend names what the host lacks") {
+// Why spawn_firecracker_backend refuses these options.
+static std::string refusal(const fc::backend_options& o) {
   caf::actor_system_config cfg;
   caf::actor_system sys{cfg};
   io::io_thread io;
+  auto r = fc::spawn_firecracker_backend(sys, io, o);
+  REQUIRE_FALSE(r);
+  return r.err().message;
+}
+
+TEST_CASE("spawn_firecracker_backend names what the host lacks") {
   fc::backend_options o;
   o.binary = "/nonexistent/firecracker";
   o.kernel = "/nonexistent/vmlinux";
-  auto r = fc::spawn_firecracker_backend(sys, io, o);
-  REQUIRE_FALSE(r);
+  auto why = refusal(o);
   if (::access("/dev/kvm", R_OK | W_OK) != 0)
-    CHECK_MESSAGE(contains(r.err().message, "/dev/kvm"), r.err().message);
+    CHECK_MESSAGE(contains(why, "/dev/kvm"), why);
   else
-    CHECK_MESSAGE(contains(r.err().message, "/nonexistent/firecracker"), r.err().message);
+    CHECK_MESSAGE(contains(why, "/nonexistent/firecracker"), why);
 }
 
 TEST_CASE("firecracker snapshots with the jailer are refused at start-up, saying why") {
-  caf::actor_system_config cfg;
-  caf::actor_system sys{cfg};
-  io::io_thread io;
   fc::backend_options o;
   o.jailer = "jailer";
   o.snapshots = true;
-  auto r = fc::spawn_firecracker_backend(sys, io, o);
-  REQUIRE_FALSE(r);
-  CHECK_MESSAGE(contains(r.err().message, "snapshots do not work with the jailer"), r.err().message);
+  auto why = refusal(o);
+  CHECK_MESSAGE(contains(why, "snapshots do not work with the jailer"), why);
 }
 
 TEST_CASE_FIXTURE(snapshot_fixture, "snapshots: a shape's first spawn boots cold beside a parked "

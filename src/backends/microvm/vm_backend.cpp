@@ -115,13 +115,23 @@ constexpr std::chrono::milliseconds poweroff_timeout{3000};
 /// last lines and EOF (the socket's peer is gone: it is already there).
 constexpr std::chrono::milliseconds drain_timeout{1000};
 
+/// A shape's snapshot: files in templates_dir/<shape>, and what its parked
+/// template booted with (a qemu restore must be started the same way).
+struct snapshot_template {
+  bool ready = false;
+  std::string dir;
+  vm::boot_params params;
+};
+
 struct vm_rec {
   std::string id;
   caf::actor owner;
   agent_spec spec;
   boot_kind boot = boot_kind::cold;
-  /// Its snapshot template's key (restore, template_vm).
+  /// Its snapshot template's key and a copy of it (restore, template_vm):
+  /// the shape's entry may be dropped while this VM still starts.
   std::string shape;
+  snapshot_template snap;
   /// template_vm: the snapshot is complete (its VMM is killed next).
   bool snapshot_taken = false;
   /// template_vm (firecracker): the API calls in flight take the snapshot.
@@ -165,14 +175,6 @@ struct vm_rec {
 };
 
 using backends::queued_spawn;
-
-/// A shape's snapshot: files in templates_dir/<shape>, and what its parked
-/// template booted with (a qemu restore must be started the same way).
-struct snapshot_template {
-  bool ready = false;
-  std::string dir;
-  vm::boot_params params;
-};
 
 struct backend_state {
   io::io_thread* io = nullptr;
@@ -274,7 +276,7 @@ std::string shape_of(const agent_spec& s) {
 /// template (and a restore, which must match it) the parked template's.
 vm::boot_params boot_params_of(const backend_state& st, const vm_rec& v) {
   if (v.boot == boot_kind::restore)
-    return st.templates.at(v.shape).params;
+    return v.snap.params;
   auto p = boot_params_for(v.spec, transport_of(st));
   p.park = v.boot == boot_kind::template_vm;
   return p;
@@ -470,7 +472,7 @@ void qmp_migration_events(self_ptr self, vm_rec& v) {
 /// A template's guest is parked: pause the VM and write its snapshot.
 void take_snapshot(self_ptr self, vm_rec& v) {
   auto& st = self->state;
-  const auto& t = st.templates.at(v.shape);
+  const auto& t = v.snap;
   if (st.opts.kind == vmm_kind::qemu) {
     auto file = shell_quoted(qemu_state_file(t));
     if (!file)
@@ -833,7 +835,7 @@ void on_qmp_line(self_ptr self, vm_rec& v, const std::string& line) {
     return;
   }
   if (id == "caps" && v.boot == boot_kind::restore) {
-    auto file = shell_quoted(qemu_state_file(self->state.templates.at(v.shape)));
+    auto file = shell_quoted(qemu_state_file(v.snap));
     if (!file)
       return snapshot_failed(self, v, "a snapshot path with a quote");
     qmp_migration_events(self, v);
@@ -899,7 +901,7 @@ void start_vmm(self_ptr self, vm_rec& v) {
   v.ph = phase::configuring;
 
   if (v.boot == boot_kind::restore) {
-    const auto& t = st.templates.at(v.shape);
+    const auto& t = v.snap;
     v.calls = {api::load_snapshot(fc_snapshot_file(t), fc_memory_file(t), true)};
     return;
   }
@@ -969,8 +971,9 @@ caf::error begin_spawn(self_ptr self, const agent_spec& spec, const caf::actor& 
     else if (!st.broken_shapes.count(shape))
       start_template(self, spec, shape);
   }
-  if (boot == boot_kind::restore)
-    log::agent(spec.id).debug("restoring the snapshot of shape {}", shape);
+  if (boot != boot_kind::restore)
+    return create_vm(self, spec, owner, std::move(rp), boot, {});
+  log::agent(spec.id).debug("restoring the snapshot of shape {}", shape);
   return create_vm(self, spec, owner, std::move(rp), boot, shape);
 }
 
@@ -978,6 +981,13 @@ caf::error create_vm(self_ptr self, const agent_spec& spec, const caf::actor& ow
                      std::optional<caf::typed_response_promise<agent_started>> rp,
                      boot_kind boot, const std::string& shape) {
   auto& st = self->state;
+  snapshot_template snap;
+  if (boot != boot_kind::cold) {
+    auto t = st.templates.find(shape);
+    if (t == st.templates.end())
+      return backend_error("agent " + spec.id + ": no snapshot of shape " + shape);
+    snap = t->second;
+  }
   api::layout_options lo;
   lo.vm_dir = st.opts.state_dir + "/vms/" + st.opts.instance + "/" + spec.id;
   lo.id = api::vm_id(spec.id);
@@ -1001,6 +1011,7 @@ caf::error create_vm(self_ptr self, const agent_spec& spec, const caf::actor& ow
   v.rp = std::move(rp);
   v.boot = boot;
   v.shape = shape;
+  v.snap = std::move(snap);
   if (owner && st.monitored.insert(owner.address()).second)
     self->monitor(owner);
   auto fail = [&](const std::string& why) {
