@@ -96,7 +96,7 @@ wait_for() {
 }
 
 check
-if ! wait_for 'up{job="agentvisor"}' 1 20; then
+if ! wait_for 'up{job="agentvisor"}' 1 60; then
   # Nothing below can pass: say why and stop.
   fail "up{job=\"agentvisor\"} never became 1"
   "$py" "$contrib_check" target "$prom" "127.0.0.1:$port"
