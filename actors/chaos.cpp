@@ -53,8 +53,8 @@ struct runner_state {
   /// Agent index -> agent id.
   std::vector<std::string> agents;
   std::map<std::string, bool> ready;
-  std::map<std::string, double> last_down_s;
-  std::map<std::string, std::string> last_down_reason;
+  /// An agent's down not yet followed by its ready: when, and why.
+  std::map<std::string, std::pair<double, std::string>> last_down;
   std::mt19937_64 rng;
   std::vector<std::pair<std::string, double>> tools; // cumulative weights
   double call_credit = 0;
@@ -318,8 +318,7 @@ void on_event(self_ptr self, const agent_event& ev) {
   auto t = since_start(st, clock_type::time_point{std::chrono::nanoseconds{ev.at_ns}});
   if (ev.kind == agent_event_kind::down) {
     st.ready[ev.agent_id] = false;
-    st.last_down_s[ev.agent_id] = t;
-    st.last_down_reason[ev.agent_id] = ev.reason;
+    st.last_down[ev.agent_id] = {t, ev.reason};
     for (auto& r : st.log.faults)
       if (awaits_down(r, ev.agent_id, ev.reason)) {
         r.down_reason = ev.reason;
@@ -327,10 +326,10 @@ void on_event(self_ptr self, const agent_event& ev) {
       }
   } else {
     st.ready[ev.agent_id] = true;
-    if (auto d = st.last_down_s.find(ev.agent_id); d != st.last_down_s.end()) {
-      st.log.restarts.push_back({ev.agent_id, d->second, t, ev.failures > 0 ? ev.failures - 1 : 0,
-                                 st.last_down_reason[ev.agent_id]});
-      st.last_down_s.erase(d);
+    if (auto d = st.last_down.find(ev.agent_id); d != st.last_down.end()) {
+      st.log.restarts.push_back({ev.agent_id, d->second.first, t,
+                                 ev.failures > 0 ? ev.failures - 1 : 0, d->second.second});
+      st.last_down.erase(d);
     }
     for (auto& r : st.log.faults)
       if (r.agent_id == ev.agent_id && r.down_reason && !r.recovered_s)
