@@ -22,34 +22,18 @@ fails=0 checks=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 
 # --- start a supervisor on a free port ------------------------------------------
-start() {
-  for _ in 1 2 3 4 5; do
-    port=$((20000 + RANDOM % 30000))
-    cat >"$tmp/config.json" <<JSON
+. "$(dirname "$0")/../launch_supervisor.sh"
+write_config() {
+  cat >"$tmp/config.json" <<JSON
 {"instance": "$instance", "state_dir": "$tmp/state",
  "host": {"memory_mb": 1024, "max_agents": 4},
  "agents": {"memory_mb": 64, "workspace_mb": 16, "heartbeat_ms": 200, "hang_timeout_ms": 2000},
  "supervision": {"min_backoff_ms": 1, "max_backoff_ms": 50},
- "api": {"listen": "127.0.0.1:$port", "max_body_bytes": 65536}}
+ "api": {"listen": "127.0.0.1:$1", "max_body_bytes": 65536}}
 JSON
-    "$bin" supervisor --config "$tmp/config.json" </dev/null >"$tmp/sup.out" 2>"$tmp/sup.err" &
-    sup_pid=$!
-    for _ in $(seq 300); do
-      grep -q 'ready; SIGINT' "$tmp/sup.err" && return 0
-      kill -0 $sup_pid 2>/dev/null || break
-      sleep 0.1
-    done
-    wait $sup_pid 2>/dev/null
-    sup_pid=
-    grep -q 'address already in use' "$tmp/sup.err" || break
-  done
-  echo "the supervisor did not start: $(cat "$tmp/sup.err")"
-  exit 1
 }
 templates_before=$(pgrep -f 'agentvisor-guest --template' | sort)
-start
-base="http://127.0.0.1:$port"
-token=$(cat "$tmp/state/api.token")
+launch_supervisor write_config
 [ "$(stat -c %a "$tmp/state/api.token")" = 600 ] || fail "the generated token file is not 0600"
 grep -q "API token generated in $tmp/state/api.token" "$tmp/sup.err" || fail "the token's path is not logged"
 

@@ -25,33 +25,23 @@ fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 
 # start ALLOW_FAULTS: a supervisor with the smoke scenario's settings.
-start() {
-  for _ in 1 2 3 4 5; do
-    port=$((20000 + RANDOM % 30000))
-    cat >"$tmp/config.json" <<JSON
+. "$(dirname "$0")/../launch_supervisor.sh"
+allow_faults=false
+write_config() {
+  cat >"$tmp/config.json" <<JSON
 {"instance": "$instance", "state_dir": "$tmp/state",
  "host": {"memory_mb": 2048, "max_agents": 16},
  "agents": {"memory_mb": 64, "pids": 64, "workspace_mb": 16, "heartbeat_ms": 100,
-            "hang_timeout_ms": 3000, "ready_timeout_ms": 5000, "allow_faults": $1},
+            "hang_timeout_ms": 3000, "ready_timeout_ms": 5000, "allow_faults": $allow_faults},
  "supervision": {"strategy": "simple_one_for_one", "restart": "permanent", "max_restarts": 50,
                  "period_ms": 10000, "min_backoff_ms": 10, "max_backoff_ms": 200,
                  "random_factor": 0.2, "shutdown_timeout_ms": 1000},
- "api": {"listen": "127.0.0.1:$port"}, "log": {"level": "warn"}}
+ "api": {"listen": "127.0.0.1:$1"}, "log": {"level": "info"}}
 JSON
-    "$bin" supervisor --config "$tmp/config.json" </dev/null >"$tmp/sup.out" 2>"$tmp/sup.err" &
-    sup_pid=$!
-    for _ in $(seq 300); do
-      grep -q 'ready; SIGINT' "$tmp/sup.err" && break
-      kill -0 $sup_pid 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -0 $sup_pid 2>/dev/null && return 0
-    wait $sup_pid 2>/dev/null
-    sup_pid=
-    grep -q 'address already in use' "$tmp/sup.err" || break
-  done
-  echo "the supervisor did not start: $(cat "$tmp/sup.err")"
-  exit 1
+}
+start() {
+  allow_faults=$1
+  launch_supervisor write_config
 }
 stop() {
   kill -TERM $sup_pid
@@ -62,8 +52,6 @@ stop() {
 
 # --- without allow_faults: the fault routes are refused ----------------------------
 start false
-base="http://127.0.0.1:$port"
-token=$(cat "$tmp/state/api.token")
 id=$(curl -s -H "Authorization: Bearer $token" -d '{"name": "x"}' "$base/v1/agents" \
   | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
 [ -n "$id" ] || fail "no agent created"
@@ -88,8 +76,6 @@ stop
 
 # --- with allow_faults --------------------------------------------------------------
 start true
-base="http://127.0.0.1:$port"
-token=$(cat "$tmp/state/api.token")
 printf '%s\n' "$token" >"$tmp/token"
 echo wrong >"$tmp/bad-token"
 "$bin" chaos run "$scenarios/smoke.json" --api "$base" --token-file "$tmp/bad-token" >"$tmp/bt.out" 2>&1; rc=$?

@@ -11,41 +11,22 @@ checks=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 check() { checks=$((checks + 1)); }
 
+. "$(dirname "${BASH_SOURCE[0]}")/../launch_supervisor.sh"
+
 # start_supervisor INSTANCE [EXTRA]: EXTRA is more top-level members of the
-# config object (a JSON fragment starting with a comma). Retries another
-# random port when the one it drew is taken.
+# config object (a JSON fragment starting with a comma).
 start_supervisor() {
-  local instance=$1 extra=${2-}
-  for _ in 1 2 3 4 5; do
-    port=$((20000 + RANDOM % 30000))
-    cat >"$tmp/config.json" <<JSON
-{"instance": "$instance", "state_dir": "$tmp/state",
+  sup_instance=$1 sup_extra=${2-}
+  launch_supervisor write_metrics_config
+}
+write_metrics_config() {
+  cat >"$tmp/config.json" <<JSON
+{"instance": "$sup_instance", "state_dir": "$tmp/state",
  "host": {"memory_mb": 1024, "max_agents": 4},
  "agents": {"memory_mb": 64, "workspace_mb": 16, "heartbeat_ms": 200, "hang_timeout_ms": 2000},
  "supervision": {"min_backoff_ms": 1, "max_backoff_ms": 50},
- "api": {"listen": "127.0.0.1:$port"}$extra}
+ "api": {"listen": "127.0.0.1:$1"}$sup_extra}
 JSON
-    "$bin" supervisor --config "$tmp/config.json" </dev/null >"$tmp/sup.out" 2>"$tmp/sup.err" &
-    sup_pid=$!
-    local end=$((SECONDS + 30))
-    while [ "$SECONDS" -lt "$end" ]; do
-      grep -q 'ready; SIGINT' "$tmp/sup.err" && break 2
-      kill -0 "$sup_pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$sup_pid" 2>/dev/null; then
-      kill -9 "$sup_pid" 2>/dev/null   # alive but never ready
-    fi
-    wait "$sup_pid" 2>/dev/null
-    sup_pid=
-    grep -q 'address already in use' "$tmp/sup.err" || break
-  done
-  if [ -z "$sup_pid" ]; then
-    echo "the supervisor did not start: $(tail -20 "$tmp/sup.err")"
-    exit 1
-  fi
-  base="http://127.0.0.1:$port"
-  token=$(cat "$tmp/state/api.token")
 }
 
 # api METHOD PATH [BODY]: one API request with the token; the body lands in
