@@ -81,14 +81,30 @@ struct vm_under_test {
   guest::guest_session session;
   std::vector<agent_oom> ooms;
 
-  /// The next guest event that is not a heartbeat.
+  /// The next guest event that is not a heartbeat. The test's one mailbox
+  /// gets every VM's channel: lines of another VM (its heartbeats) are not
+  /// this guest's and are dropped.
   guest::session_event next(std::chrono::seconds within = 60s) {
+    // One deadline for the whole wait: another VM's heartbeats would
+    // restart a per-receive timeout forever.
+    const auto deadline = std::chrono::steady_clock::now() + within;
     for (;;) {
       std::optional<result<guest::session_event>> r;
-      self->receive([&](io::stream_line& l) { r.emplace(session.on_line(l.line)); },
-                    [&](io::stream_closed& c) { r.emplace(session.on_closed(c.reason)); },
-                    [&](agent_oom& o) { ooms.push_back(o); },
-                    caf::after(within) >> [&] { FAIL("nothing from the guest of " << spec.id); });
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+      if (left <= 0ms)
+        FAIL("nothing from the guest of " << spec.id);
+      self->receive(
+        [&](io::stream_line& l) {
+          if (l.id == started.channel)
+            r.emplace(session.on_line(l.line));
+        },
+        [&](io::stream_closed& c) {
+          if (c.id == started.channel)
+            r.emplace(session.on_closed(c.reason));
+        },
+        [&](agent_oom& o) { ooms.push_back(o); },
+        caf::after(left) >> [&] { FAIL("nothing from the guest of " << spec.id); });
       if (!r) continue;
       REQUIRE_MESSAGE(*r, "protocol error: " << (*r ? "" : r->err().message));
       if (!std::holds_alternative<guest::heartbeat>(**r)) return std::move(**r);
